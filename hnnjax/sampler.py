@@ -1,0 +1,467 @@
+"""The driver: the one module that applies `vmap` and `jit`.
+
+Every kernel (`nuts`, `hmc`) is a per-chain state machine with `init`, `advance` (one
+leapfrog step) and `finish`. A *lane* is one chain of one model. Two drivers run lanes:
+
+- `independent` (default): one `while_loop` in which every lane advances its own trajectory
+  by one leapfrog step per iteration; a lane whose transition ends records its draw,
+  applies its own warmup update at its own iteration count and starts its next transition
+  in the same loop iteration. The batch costs about the mean lane's work instead of, at
+  every transition, the longest trajectory among all lanes.
+- `synchronized`: the classic vmapped kernel (as BlackJAX's): a scan over iterations whose
+  body runs one whole transition per lane (a `while_loop` over leapfrog steps); lanes
+  whose trajectory ended wait for the longest one.
+
+Both draw the same random numbers for the same lane and iteration (the transition key is
+fold_in(lane key, iteration)), so they produce the same draws; the tests check it.
+
+Keys: model key = fold_in(PRNGKey(seed), model_id); lane key = fold_in(model key, chain).
+A model's draws therefore depend on its seed, its id and its padded size only.
+
+Compiled programs are cached per (static configuration, shapes, dtypes), and JAX's
+persistent compilation cache is enabled (unless HNNJAX_NO_PERSISTENT_CACHE is set) so a
+new process does not compile the same program again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import adaptation, hmc, model, nuts
+from .data import Data
+from .integrators import kinetic_energy, leapfrog, sample_momentum, IntegratorState
+from .model import Prior
+from .nuts import ChainState, Info
+
+__all__ = ["sample", "RunConfig", "run", "model_keys", "KERNELS", "resolve_kernel"]
+
+KERNELS = {"nuts": nuts.NUTS, "hmc": hmc.HMC}
+DRIVERS = ("independent", "synchronized")
+
+
+def resolve_kernel(kernel) -> Any:
+    """A kernel name ("nuts", "hmc") or a configured instance (hnnjax.NUTS(max_depth=8))."""
+    if isinstance(kernel, str):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel: expected one of {tuple(KERNELS)} or a kernel instance, got {kernel!r}")
+        return KERNELS[kernel]()
+    if isinstance(kernel, tuple(KERNELS.values())):
+        return kernel
+    raise ValueError(f"kernel: expected one of {tuple(KERNELS)} or a kernel instance, got {kernel!r}")
+
+
+def _kernel_module(kernel):
+    return nuts if isinstance(kernel, nuts.NUTS) else hmc
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Static configuration: everything that changes the compiled program."""
+
+    parametrization: str = "noncentered"
+    kernel: Any = nuts.NUTS()
+    chains: int = 4
+    warmup: int = 1000
+    draws: int = 1000
+    target_accept: float = 0.8
+    driver: str = "independent"
+    init_radius: float = 2.0
+
+    def __post_init__(self):
+        model.logdensity(self.parametrization)  # validates the name
+        if self.driver not in DRIVERS:
+            raise ValueError(f"driver: expected one of {DRIVERS}, got {self.driver!r}")
+        for name in ("chains", "draws"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if int(self.warmup) < 0:
+            raise ValueError(f"warmup: must be >= 0, got {self.warmup}")
+        if not 0.0 < float(self.target_accept) < 1.0:
+            raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept}")
+
+    @property
+    def total(self) -> int:
+        return self.warmup + self.draws
+
+
+class Lane(NamedTuple):
+    """Everything one chain carries through the loop."""
+
+    key: jax.Array
+    chain: ChainState
+    adapt: adaptation.AdaptationState
+    trans: Any
+    t: jax.Array
+
+
+class Record(NamedTuple):
+    """What a finished transition writes: the draw and Stan's sampler parameters."""
+
+    position: jax.Array
+    accept_stat: jax.Array
+    diverging: jax.Array
+    divergence_position: jax.Array
+    tree_depth: jax.Array
+    n_steps: jax.Array
+    energy: jax.Array
+    step_size: jax.Array
+
+
+# --- per-lane math (one chain of one model) ------------------------------------------------
+
+
+def _logdensity_and_grad(config: RunConfig, data: Data, prior: Prior):
+    f = model.logdensity(config.parametrization)
+    return jax.value_and_grad(lambda x: f(x, data, prior))
+
+
+def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
+    """Stan's init_stepsize heuristic: double or halve eps (from 1) until the one-step
+    acceptance probability crosses 0.8 (Hoffman & Gelman 2014, Algorithm 4)."""
+    dtype = chain.position.dtype
+    log_target = jnp.log(jnp.asarray(0.8, dtype))
+
+    def log_accept(eps, k):
+        p = sample_momentum(k, inverse_mass)
+        h0 = -chain.logdensity + kinetic_energy(p, inverse_mass)
+        new = leapfrog(IntegratorState(chain.position, p, chain.logdensity, chain.grad), eps, inverse_mass, ldg)
+        h = -new.logdensity + kinetic_energy(new.momentum, inverse_mass)
+        return jnp.where(jnp.isnan(h), -jnp.inf, h0 - h)
+
+    eps0 = jnp.ones((), dtype)
+    direction = jnp.where(log_accept(eps0, jax.random.fold_in(key, 0)) > log_target, 2.0, 0.5).astype(dtype)
+
+    def cond(c):
+        i, eps, crossed = c
+        return ~crossed & (i < max_iter)
+
+    def body(c):
+        i, eps, _ = c
+        la = log_accept(eps, jax.random.fold_in(key, i + 1))
+        crossed = jnp.where(direction > 1, ~(la > log_target), ~(la < log_target))
+        return i + 1, jnp.where(crossed, eps, eps * direction), crossed
+
+    _, eps, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0, jnp.zeros((), bool)))
+    return jnp.clip(eps, 1e-6, 1e3)
+
+
+def _lane_init(key, data: Data, prior: Prior, config: RunConfig) -> Lane:
+    ldg = _logdensity_and_grad(config, data, prior)
+    kmod = _kernel_module(config.kernel)
+    k_init, k_eps, k_run = jax.random.split(key, 3)
+    live = model.position_mask(data)
+    dtype = data.y.dtype
+    r = config.init_radius
+    position = live * jax.random.uniform(k_init, live.shape, dtype, -r, r)
+    lp, grad = ldg(position)
+    chain = ChainState(position, lp, grad)
+    inverse_mass = live
+    step_size = _initial_step_size(k_eps, chain, inverse_mass, ldg)
+    adapt = adaptation.adaptation_init(step_size, inverse_mass)
+    trans = kmod.init(jax.random.fold_in(k_run, 0), chain, step_size, inverse_mass, config.kernel)
+    return Lane(k_run, chain, adapt, trans, jnp.zeros((), jnp.int32))
+
+
+def _schedule(config: RunConfig):
+    s = adaptation.warmup_schedule(config.warmup)
+    pad = np.zeros(1, bool)  # safe indexing at t == warmup
+    return adaptation.Schedule(jnp.asarray(np.concatenate([s.slow, pad])), jnp.asarray(np.concatenate([s.window_end, pad])))
+
+
+def _advance(lane: Lane, data, prior, config: RunConfig):
+    ldg = _logdensity_and_grad(config, data, prior)
+    kmod = _kernel_module(config.kernel)
+    trans = kmod.advance(lane.trans, lane.adapt.step_size, lane.adapt.inverse_mass, ldg, config.kernel)
+    return lane._replace(trans=trans)
+
+
+def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]:
+    """Read the finished transition's draw, adapt, and start the next transition."""
+    kmod = _kernel_module(config.kernel)
+    chain, info = kmod.finish(lane.trans, lane.adapt.inverse_mass)
+    record = Record(
+        chain.position, info.accept_stat, info.diverging, info.divergence_position,
+        info.tree_depth, info.n_steps, info.energy, lane.adapt.step_size,
+    )
+    live = model.position_mask(data)
+    adapt = adaptation.adaptation_update(
+        lane.adapt, lane.t, chain.position, info.accept_stat, config.target_accept,
+        _schedule(config), live, config.warmup,
+    )
+    t = lane.t + 1
+    trans = kmod.init(jax.random.fold_in(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
+    return Lane(lane.key, chain, adapt, trans, t), record
+
+
+def _empty_records(lane: Lane, config: RunConfig) -> Record:
+    d = lane.chain.position.shape[-1]
+    dtype = lane.chain.position.dtype
+    n, nd = config.total, config.draws
+    return Record(
+        position=jnp.zeros((nd, d), dtype),
+        accept_stat=jnp.zeros((n,), dtype),
+        diverging=jnp.zeros((n,), bool),
+        divergence_position=jnp.zeros((nd, d), dtype),
+        tree_depth=jnp.zeros((n,), jnp.int32),
+        n_steps=jnp.zeros((n,), jnp.int32),
+        energy=jnp.zeros((n,), dtype),
+        step_size=jnp.zeros((n,), dtype),
+    )
+
+
+def _write(buffers: Record, record: Record, t, keep, config: RunConfig) -> Record:
+    """Store `record` at iteration t where `keep` (positions only once sampling started).
+
+    A write that is not kept goes to an out-of-range index and is dropped, so no buffer is
+    ever copied or selected whole.
+    """
+    n = config.total
+    t_all = jnp.where(keep, t, n)
+    t_draw = jnp.where(keep & (t >= config.warmup), t - config.warmup, n)
+    out = {}
+    for name, buf, val in zip(Record._fields, buffers, record):
+        idx = t_draw if name in ("position", "divergence_position") else t_all
+        out[name] = buf.at[idx].set(val, mode="drop")
+    return Record(**out)
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+# --- drivers: vmap over lanes, loops -------------------------------------------------------
+
+
+def _run_independent(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
+    """One while loop; each lane runs its own transitions back to back."""
+    advance = jax.vmap(lambda ln, d, p: _advance(ln, d, p, config))
+    buffers = jax.vmap(lambda ln: _empty_records(ln, config))(lanes)
+
+    def complete_where_done(carry):
+        lanes, buffers = carry
+
+        def one(ln, buf, d, p):
+            finished = ln.trans.done & (ln.t < config.total)
+            new_ln, rec = _complete(ln, d, p, config)
+            return _select(finished, new_ln, ln), _write(buf, rec, ln.t, finished, config)
+
+        return jax.vmap(one)(lanes, buffers, data, prior)
+
+    def cond(carry):
+        return jnp.any(carry[0].t < config.total)
+
+    def body(carry):
+        lanes, buffers = carry
+        active = lanes.t < config.total
+        lanes = jax.vmap(_select)(active, advance(lanes, data, prior), lanes)
+        any_done = jnp.any(lanes.trans.done & active)
+        return jax.lax.cond(any_done, complete_where_done, lambda c: c, (lanes, buffers))
+
+    lanes, buffers = jax.lax.while_loop(cond, body, (lanes, buffers))
+    return lanes, buffers
+
+
+def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
+    """Classic vmapped NUTS: a scan over iterations, one whole transition per lane each."""
+    kmod = _kernel_module(config.kernel)
+
+    def transition(ln: Lane, d, p):
+        ldg = _logdensity_and_grad(config, d, p)
+        trans = jax.lax.while_loop(
+            lambda tr: ~tr.done,
+            lambda tr: kmod.advance(tr, ln.adapt.step_size, ln.adapt.inverse_mass, ldg, config.kernel),
+            ln.trans,
+        )
+        return _complete(ln._replace(trans=trans), d, p, config)
+
+    step = jax.vmap(transition)
+
+    def body(lanes, _):
+        return step(lanes, data, prior)
+
+    lanes, recs = jax.lax.scan(body, lanes, None, length=config.total)
+    # scan stacks on axis 0: (total, lanes, ...) -> (lanes, total, ...)
+    recs = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), recs)
+    recs = recs._replace(
+        position=recs.position[:, config.warmup :],
+        divergence_position=recs.divergence_position[:, config.warmup :],
+    )
+    return lanes, recs
+
+
+def _program(keys, data: Data, prior: Prior, config: RunConfig):
+    """keys (M,), data (M, J_pad), prior (M,) -> per-(model, chain) results."""
+    n_models = keys.shape[0]
+    chains = config.chains
+    lane_keys = jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(k, c))(jnp.arange(chains)))(keys)
+    lane_keys = lane_keys.reshape((n_models * chains,) + lane_keys.shape[2:])
+    lane_data = jax.tree.map(lambda a: jnp.repeat(a, chains, axis=0), data)
+    lane_prior = jax.tree.map(lambda a: jnp.repeat(a, chains, axis=0), prior)
+    lanes = jax.vmap(lambda k, d, p: _lane_init(k, d, p, config))(lane_keys, lane_data, lane_prior)
+    driver = _run_independent if config.driver == "independent" else _run_synchronized
+    lanes, recs = driver(lanes, lane_data, lane_prior, config)
+    out = {name: val for name, val in zip(Record._fields, recs)}
+    out["final_step_size"] = lanes.adapt.step_size
+    out["inverse_mass"] = lanes.adapt.inverse_mass
+    return jax.tree.map(lambda a: a.reshape((n_models, chains) + a.shape[1:]), out)
+
+
+# --- compilation cache and the public entry point -----------------------------------------
+
+_COMPILED: dict = {}
+TRACE_COUNT = {"program": 0}
+
+
+def _traced_program(keys, data, prior, config):
+    TRACE_COUNT["program"] += 1
+    return _program(keys, data, prior, config)
+
+
+def _enable_persistent_cache():
+    if os.environ.get("HNNJAX_NO_PERSISTENT_CACHE"):
+        return
+    if jax.config.jax_compilation_cache_dir:
+        return
+    path = os.environ.get("HNNJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "hnnjax", "xla"))
+    try:
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except Exception:  # a read-only home must not stop sampling
+        pass
+
+
+def model_keys(seed: int, model_ids) -> jax.Array:
+    """Key of each model: fold_in(PRNGKey(seed), id) for integer ids."""
+    base = jax.random.key(int(seed))
+    ids = jnp.asarray(np.asarray(model_ids, dtype=np.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
+
+
+def run(keys, data: Data, prior: Prior, config: RunConfig):
+    """Run the compiled program for a batch of models; returns (numpy results, timing)."""
+    _enable_persistent_cache()
+    args = (keys, Data(*(jnp.asarray(a) for a in data)), Prior(*(jnp.asarray(a) for a in prior)))
+    signature = (config, jax.tree.map(lambda a: (a.shape, str(a.dtype)), args))
+    key = repr(signature)
+    compile_s = 0.0
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        t0 = time.perf_counter()
+        fn = jax.jit(_traced_program, static_argnames=("config",))
+        compiled = fn.lower(*args, config=config).compile()
+        compile_s = time.perf_counter() - t0
+        _COMPILED[key] = compiled
+    t0 = time.perf_counter()
+    out = compiled(*args)
+    out = jax.block_until_ready(out)
+    run_s = time.perf_counter() - t0
+    return jax.tree.map(np.asarray, out), {"compile_s": compile_s, "run_s": run_s}
+
+
+def _resolve_dtype(dtype):
+    if dtype is None:
+        return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dt = jnp.dtype(dtype)
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
+    if dt == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: float64 needs JAX's 64-bit mode; call jax.config.update('jax_enable_x64', True) first"
+        )
+    return dt.type
+
+
+def _as_group_data(data):
+    from .data import GroupData
+
+    if isinstance(data, GroupData):
+        return data
+    if isinstance(data, dict):
+        return GroupData(data["y"], data["sigma"], data.get("names"))
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return GroupData(*data)
+    raise ValueError("data: expected a hnnjax.GroupData, a (y, sigma) pair or a dict with 'y' and 'sigma'")
+
+
+def sample(
+    data,
+    parametrization: str = "noncentered",
+    kernel="nuts",
+    chains: int = 4,
+    warmup: int = 1000,
+    draws: int = 1000,
+    target_accept: float = 0.8,
+    seed: int = 0,
+    prior=None,
+    *,
+    model_id: int = 0,
+    dtype=None,
+    driver: str = "independent",
+):
+    """Fit one model with NUTS (default) or HMC; all chains run in one compiled program.
+
+    The model's key is fold_in(PRNGKey(seed), model_id), so `sample(..., model_id=i)` gives
+    the same draws as model i of `sample_batch` with the same seed. `driver` picks the
+    lane-independent loop (default) or the classic synchronized one (same distribution).
+    Returns a `Fit`.
+    """
+    from .data import bucket_size, stack
+    from .fit import Fit
+    from .model import as_prior
+
+    gd = _as_group_data(data)
+    config = RunConfig(
+        parametrization=parametrization,
+        kernel=resolve_kernel(kernel),
+        chains=int(chains),
+        warmup=int(warmup),
+        draws=int(draws),
+        target_accept=float(target_accept),
+        driver=driver,
+    )
+    pr = as_prior(prior)
+    dt = _resolve_dtype(dtype)
+    batch = stack([gd], bucket_size(gd.J), dtype=dt)
+    prior_b = Prior(*(np.asarray(a)[None].astype(dt if np.asarray(a).dtype.kind == "f" else np.int32) for a in pr))
+    out, timing = run(model_keys(seed, [model_id]), batch, prior_b, config)
+    return _to_fit(out, 0, gd, pr, config, seed, timing)
+
+
+def _to_fit(out: dict, m: int, gd, prior, config: RunConfig, seed, timing):
+    """Slice model m's results out of the batch output and build a Fit."""
+    from .fit import Fit
+
+    J = gd.J
+    pos = out["position"][m][..., : 2 + J]
+    mu, tau, theta = (np.asarray(a) for a in model.constrain(pos, config.parametrization))
+    draws = {"mu": mu, "tau": tau, "theta": theta}
+    if config.parametrization == "noncentered":
+        draws["eta"] = pos[..., 2:]
+    stat_names = ("diverging", "tree_depth", "n_steps", "accept_stat", "energy", "step_size")
+    w = config.warmup
+    stats = {k: out[k][m][:, w:] for k in stat_names}
+    warmup_stats = {k: out[k][m][:, :w] for k in stat_names}
+    return Fit(
+        draws=draws,
+        stats=stats,
+        warmup_stats=warmup_stats,
+        divergence_position=out["divergence_position"][m][..., : 2 + J],
+        step_size=out["final_step_size"][m],
+        inverse_mass_matrix=out["inverse_mass"][m][..., : 2 + J],
+        data=gd,
+        prior=prior,
+        parametrization=config.parametrization,
+        kernel=config.kernel,
+        seed=seed,
+        timing=timing,
+        config=config,
+    )
