@@ -14,8 +14,8 @@ with Stan's constants gamma = 0.05, t0 = 10, kappa = 0.75 and mu = log(10 eps_0)
 Regularization of the variance estimate (Stan): (n / (n + 5)) var + 1e-3 (5 / (n + 5)).
 
 One difference from Stan: Stan re-runs its step-size heuristic after each slow window;
-here dual averaging restarts from the current step size instead, which needs no extra
-leapfrog loop in the compiled program (as BlackJAX's window adaptation does).
+here dual averaging restarts from the window's averaged step size instead (as BlackJAX's
+window adaptation does), which needs no extra leapfrog loop in the compiled program.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class DualAveragingState(NamedTuple):
 
 
 def dual_averaging_init(step_size) -> DualAveragingState:
+    """Start at `step_size`, shrinking toward mu = log(10 step_size) (Stan)."""
     step_size = jnp.asarray(step_size)
     zero = jnp.zeros_like(step_size)
     return DualAveragingState(jnp.log(step_size), zero, zero, jnp.log(10.0 * step_size), zero)
@@ -159,7 +160,10 @@ def adaptation_update(
 
     new_inv_mass = live * regularized_variance(welford)
     inverse_mass = jnp.where(window_end, new_inv_mass, state.inverse_mass)
-    restarted = dual_averaging_init(step_size)
+    step_size = jnp.where(window_end, jnp.exp(dual.log_step_size_avg), step_size)
+    # Restart from the window's averaged iterate, less noisy than the last one (as
+    # BlackJAX does); the new window then explores around it with mu = log(10 eps).
+    restarted = dual_averaging_init(jnp.exp(dual.log_step_size_avg))
     dual = DualAveragingState(*(jnp.where(window_end, a, b) for a, b in zip(restarted, dual)))
     welford = WelfordState(*(jnp.where(window_end, a, b) for a, b in zip(welford_init(position), welford)))
 

@@ -35,7 +35,8 @@ def bucket_size(n_groups: int) -> int:
     """The padded group count used for a model with `n_groups` groups.
 
     A ladder of 8, 12, 16, 24, 32, 48, ... (powers of two and 1.5 times powers of two)
-    bounds both the padding waste (at most a third) and the number of compiled shapes.
+    bounds both the padding (the padded size is below 1.5 J for J > 8) and the number
+    of compiled shapes.
     It depends on J alone, so a model's padded shape, and therefore its draws, never
     depend on which other models share its batch.
     """
@@ -59,18 +60,19 @@ def _as_float_array(values, field: str) -> np.ndarray:
         arr = arr.reshape(1)
     if arr.ndim != 1:
         raise ValueError(f"{field}: expected a 1-D sequence, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        for i, v in enumerate(arr.tolist()):
-            try:
-                float(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"{field}[{i}]: non-numeric value {v!r}") from None
-            if isinstance(v, (str, bytes)):
-                raise ValueError(f"{field}[{i}]: non-numeric value {v!r}")
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind == "b":
-        raise ValueError(f"{field}: expected numbers, got booleans")
-    return arr.astype(np.float64)
+    if arr.dtype.kind in "iuf":
+        return arr.astype(np.float64)
+    # Mixed input: numpy would turn [1.0, "a"] into strings, so inspect the original items.
+    items = list(values) if not isinstance(values, np.ndarray) else arr.tolist()
+    out = np.empty(len(items), np.float64)
+    for i, v in enumerate(items):
+        if v is None or isinstance(v, (str, bytes, bool, np.bool_)):
+            raise ValueError(f"{field}[{i}]: non-numeric value {v!r}")
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{field}[{i}]: non-numeric value {v!r}") from None
+    return out
 
 
 def _check_finite(arr: np.ndarray, field: str) -> None:
@@ -145,9 +147,9 @@ class GroupData:
     @classmethod
     def from_dataframe(cls, df, y: str = "y", sigma: str = "sigma", names: str | None = None):
         """Build from a pandas DataFrame with columns `y` and `sigma` (and optional `names`)."""
-        for col in (y, sigma) + ((names,) if names else ()):
-            if col not in df.columns:
-                raise ValueError(f"{col}: column not found (columns are {list(df.columns)})")
+        for field, col in (("y", y), ("sigma", sigma), ("names", names)):
+            if col is not None and col not in df.columns:
+                raise ValueError(f"{field}: column {col!r} not found (columns are {list(df.columns)})")
         nm = df[names].tolist() if names else [str(i) for i in df.index]
         return cls(df[y].to_numpy(), df[sigma].to_numpy(), names=nm)
 
@@ -163,17 +165,19 @@ class GroupData:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:
                 raise ValueError(f"{path}: empty file, expected a header row")
-            for col in (y, sigma) + ((names,) if names else ()):
-                if col not in reader.fieldnames:
-                    raise ValueError(f"{col}: column not found in {path} (columns are {reader.fieldnames})")
+            for field, col in (("y", y), ("sigma", sigma), ("names", names)):
+                if col is not None and col not in reader.fieldnames:
+                    raise ValueError(
+                        f"{field}: column {col!r} not found in {path} (columns are {reader.fieldnames})"
+                    )
             rows = list(reader)
         ys, ss, nm = [], [], []
         for i, row in enumerate(rows):
-            for field, out in ((y, ys), (sigma, ss)):
+            for field, col, out in (("y", y, ys), ("sigma", sigma, ss)):
                 try:
-                    out.append(float(row[field]))
+                    out.append(float(row[col]))
                 except (TypeError, ValueError):
-                    raise ValueError(f"{field}[{i}]: non-numeric value {row[field]!r}") from None
+                    raise ValueError(f"{field}[{i}]: non-numeric value {row[col]!r}") from None
             nm.append(row[names] if names else str(i))
         return cls(ys, ss, names=nm)
 

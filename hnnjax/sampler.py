@@ -25,6 +25,7 @@ new process does not compile the same program again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Lane(NamedTuple):
     """Everything one chain carries through the loop."""
 
     key: jax.Array
+    target: jax.Array  # target acceptance statistic (a runtime value, not compiled in)
     chain: ChainState
     adapt: adaptation.AdaptationState
     trans: Any
@@ -152,7 +154,7 @@ def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
     return jnp.clip(eps, 1e-6, 1e3)
 
 
-def _lane_init(key, data: Data, prior: Prior, config: RunConfig) -> Lane:
+def _lane_init(key, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
     ldg = _logdensity_and_grad(config, data, prior)
     kmod = _kernel_module(config.kernel)
     k_init, k_eps, k_run = jax.random.split(key, 3)
@@ -166,7 +168,7 @@ def _lane_init(key, data: Data, prior: Prior, config: RunConfig) -> Lane:
     step_size = _initial_step_size(k_eps, chain, inverse_mass, ldg)
     adapt = adaptation.adaptation_init(step_size, inverse_mass)
     trans = kmod.init(jax.random.fold_in(k_run, 0), chain, step_size, inverse_mass, config.kernel)
-    return Lane(k_run, chain, adapt, trans, jnp.zeros((), jnp.int32))
+    return Lane(k_run, target.astype(dtype), chain, adapt, trans, jnp.zeros((), jnp.int32))
 
 
 def _schedule(config: RunConfig):
@@ -192,12 +194,12 @@ def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]
     )
     live = model.position_mask(data)
     adapt = adaptation.adaptation_update(
-        lane.adapt, lane.t, chain.position, info.accept_stat, config.target_accept,
+        lane.adapt, lane.t, chain.position, info.accept_stat, lane.target,
         _schedule(config), live, config.warmup,
     )
     t = lane.t + 1
     trans = kmod.init(jax.random.fold_in(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
-    return Lane(lane.key, chain, adapt, trans, t), record
+    return Lane(lane.key, lane.target, chain, adapt, trans, t), record
 
 
 def _empty_records(lane: Lane, config: RunConfig) -> Record:
@@ -296,21 +298,20 @@ def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
     return lanes, recs
 
 
-def _program(keys, data: Data, prior: Prior, config: RunConfig):
-    """keys (M,), data (M, J_pad), prior (M,) -> per-(model, chain) results."""
-    n_models = keys.shape[0]
-    chains = config.chains
-    lane_keys = jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(k, c))(jnp.arange(chains)))(keys)
-    lane_keys = lane_keys.reshape((n_models * chains,) + lane_keys.shape[2:])
-    lane_data = jax.tree.map(lambda a: jnp.repeat(a, chains, axis=0), data)
-    lane_prior = jax.tree.map(lambda a: jnp.repeat(a, chains, axis=0), prior)
-    lanes = jax.vmap(lambda k, d, p: _lane_init(k, d, p, config))(lane_keys, lane_data, lane_prior)
+def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
+    """All lanes (model x chain, flattened outside) -> per-lane results.
+
+    The program has no model axis: XLA specializes a size-1 model axis, which changes
+    rounding, so flattening outside keeps a model's draws bitwise independent of how
+    many other models share its batch.
+    """
+    lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(lane_keys, lane_target, lane_data, lane_prior)
     driver = _run_independent if config.driver == "independent" else _run_synchronized
     lanes, recs = driver(lanes, lane_data, lane_prior, config)
     out = {name: val for name, val in zip(Record._fields, recs)}
     out["final_step_size"] = lanes.adapt.step_size
     out["inverse_mass"] = lanes.adapt.inverse_mass
-    return jax.tree.map(lambda a: a.reshape((n_models, chains) + a.shape[1:]), out)
+    return out
 
 
 # --- compilation cache and the public entry point -----------------------------------------
@@ -319,9 +320,9 @@ _COMPILED: dict = {}
 TRACE_COUNT = {"program": 0}
 
 
-def _traced_program(keys, data, prior, config):
+def _traced_program(keys, target, data, prior, config):
     TRACE_COUNT["program"] += 1
-    return _program(keys, data, prior, config)
+    return _program(keys, target, data, prior, config)
 
 
 def _enable_persistent_cache():
@@ -346,25 +347,45 @@ def model_keys(seed: int, model_ids) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
 
 
+def lane_inputs(keys, data: Data, prior: Prior, chains: int):
+    """Flatten (model, chain) into lanes: key fold_in(model key, chain), data repeated."""
+    lane_keys = jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(k, c))(jnp.arange(chains)))(keys)
+    lane_keys = lane_keys.reshape((-1,) + lane_keys.shape[2:])
+    lane_data = Data(*(np.repeat(np.asarray(a), chains, axis=0) for a in data))
+    lane_prior = Prior(*(np.repeat(np.asarray(a), chains, axis=0) for a in prior))
+    return lane_keys, lane_data, lane_prior
+
+
 def run(keys, data: Data, prior: Prior, config: RunConfig):
-    """Run the compiled program for a batch of models; returns (numpy results, timing)."""
+    """Run the compiled program for a batch of models; returns (numpy results, timing).
+
+    keys (M,), data arrays (M, J_pad), prior arrays (M,); results shaped (M, chains, ...).
+    """
     _enable_persistent_cache()
-    args = (keys, Data(*(jnp.asarray(a) for a in data)), Prior(*(jnp.asarray(a) for a in prior)))
-    signature = (config, jax.tree.map(lambda a: (a.shape, str(a.dtype)), args))
-    key = repr(signature)
+    n_models = int(keys.shape[0])
+    lane_keys, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
+    n_lanes = n_models * config.chains
+    lane_target = np.full(n_lanes, config.target_accept, np.asarray(lane_data.y).dtype)
+    inputs = (lane_keys, lane_target, lane_data, lane_prior)
+    if n_lanes == 1:  # a size-1 lane axis would be specialized by XLA (see _program)
+        inputs = jax.tree.map(lambda a: jnp.concatenate([a, a]), inputs)
+    args = jax.tree.map(jnp.asarray, inputs)
+    # target_accept is a runtime argument: it must not split the compilation cache.
+    config = dataclasses.replace(config, target_accept=0.5)
+    signature = repr((config, jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
     compile_s = 0.0
-    compiled = _COMPILED.get(key)
+    compiled = _COMPILED.get(signature)
     if compiled is None:
         t0 = time.perf_counter()
         fn = jax.jit(_traced_program, static_argnames=("config",))
         compiled = fn.lower(*args, config=config).compile()
         compile_s = time.perf_counter() - t0
-        _COMPILED[key] = compiled
+        _COMPILED[signature] = compiled
     t0 = time.perf_counter()
-    out = compiled(*args)
-    out = jax.block_until_ready(out)
+    out = jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
-    return jax.tree.map(np.asarray, out), {"compile_s": compile_s, "run_s": run_s}
+    out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
+    return out, {"compile_s": compile_s, "run_s": run_s}
 
 
 def _resolve_dtype(dtype):

@@ -1,0 +1,128 @@
+"""The benchmark suite's code path on tiny settings, in-process, and its results schema.
+
+No timing assertions: figures from tiny runs mean nothing. Samplers that cannot run here
+(a peer not installed, hnnjax.sample not written yet) are skipped by the suite itself.
+"""
+
+import importlib.util
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from benchmarks import report, suites
+from benchmarks.datasets import grid, synthetic
+from benchmarks.metrics import useful_step_share
+from benchmarks.run import run_suite, write_results
+from benchmarks.runner import Settings
+
+HAVE_BLACKJAX = importlib.util.find_spec("blackjax") is not None
+HAVE_NUMPYRO = importlib.util.find_spec("numpyro") is not None
+
+
+def _have_hnnjax_sample():
+    import hnnjax
+
+    return callable(getattr(hnnjax, "sample", None))
+
+
+@pytest.mark.parametrize("parametrization", ["noncentered", "centered"])
+def test_peer_density_is_hnnjax_density(parametrization):
+    from benchmarks.peers import logdensity
+    from hnnjax.model import Prior, logdensity as hnn_logdensity
+
+    ds = synthetic(12, 2.0, 0)
+    rng = np.random.default_rng(1)
+    f = hnn_logdensity(parametrization)
+    for _ in range(5):
+        x = rng.normal(size=2 + ds.J) * 2
+        ours = float(logdensity(x, ds.data.y, ds.data.sigma, parametrization))
+        theirs = float(f(x, ds.data.padded(), Prior.default()))
+        assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-9)
+
+
+def test_useful_step_share():
+    assert useful_step_share(np.full((4, 10), 7)) == pytest.approx(1.0)
+    # two lanes: one takes 1 step, the other 3; lock step pays 3 for both
+    assert useful_step_share(np.array([[1, 1], [3, 3]])) == pytest.approx(4 / 6)
+    with pytest.raises(ValueError):
+        useful_step_share(np.ones(3))
+
+
+def test_datasets_are_seeded_and_independent_of_the_grid():
+    a = synthetic(64, 0.1, 3)
+    b = next(d for d in grid((8, 64), (0.1, 2.0), per_cell=4) if d.name == a.name)
+    np.testing.assert_array_equal(a.data.y, b.data.y)
+    np.testing.assert_array_equal(a.data.sigma, b.data.sigma)
+    assert 5.0 <= a.data.sigma.min() and a.data.sigma.max() <= 20.0
+    assert len(grid((8, 64), (0.1, 2.0, 20.0), per_cell=2)) == 12
+    assert synthetic(8, 2.0, 0).data.y.tolist() != synthetic(8, 2.0, 1).data.y.tolist()
+
+
+def test_fresh_scripts_compile():
+    from benchmarks.fresh import SCRIPTS, script
+
+    for lib in SCRIPTS:
+        compile(script(lib, chains=2, warmup=10, draws=10), f"<fresh {lib}>", "exec")
+
+
+def _tiny_suite():
+    tiny = Settings(chains=2, warmup=40, draws=40)
+    return replace(
+        suites.SMOKE,
+        headline=tiny, grid=tiny, scale=tiny,
+        headline_samplers=("hnnjax-nuts-nc", "blackjax-nuts-nc", "numpyro-nuts-nc", "exact"),
+        grid_samplers=("hnnjax-nuts-nc", "blackjax-nuts-nc", "exact"),
+        grid_J=(8,), grid_tau=(2.0,), grid_per_cell=1,
+        scale_J=(8,), scale_J_samplers=("hnnjax-nuts-nc", "blackjax-nuts-nc"),
+        scale_chains=(2,), scale_chains_samplers=("hnnjax-nuts-nc", "blackjax-nuts-nc"),
+        lanes=(2,), lanes_samplers=("blackjax-nuts-nc", "hnnjax-nuts-nc"),
+        fresh=False,
+    )
+
+
+def test_smoke_suite_in_process(tmp_path):
+    results = run_suite(suite=_tiny_suite(), log=lambda m: None)
+    assert report.validate(results) == []
+
+    ran = set(results["headline"]["results"])
+    skipped = set(results["samplers"]["skipped"])
+    assert ran | skipped >= {"hnnjax-nuts-nc", "blackjax-nuts-nc", "numpyro-nuts-nc", "exact"}
+    assert ("blackjax-nuts-nc" in ran) == HAVE_BLACKJAX
+    assert ("numpyro-nuts-nc" in ran) == HAVE_NUMPYRO
+    assert ("hnnjax-nuts-nc" in ran) == _have_hnnjax_sample()
+    for name in ran:
+        r = results["headline"]["results"][name]
+        assert r["median"]["n_runs"] == 1
+        run = r["runs"][0]
+        assert run["chains"] == 2 and run["draws"] == 40
+        assert run["min_ess_bulk"] is None or run["min_ess_bulk"] > 0
+        if name != "exact":
+            assert run["n_grad_evals"] is None or run["n_grad_evals"] > 0
+    if "blackjax-nuts-nc" in ran:
+        assert results["headline"]["results"]["blackjax-nuts-nc"]["compile"]["method"] == "aot"
+        lane = [r for r in results["lanes"] if r["sampler"] == "blackjax-nuts-nc"][0]
+        assert 0 < lane["useful_step_share"] <= 1 and 0 < lane["useful_step_share_warmup"] <= 1
+    assert {r["sampler"] for r in results["grid"]["cells"]} == {
+        r["sampler"] for r in results["grid"]["runs"]}
+
+    out = tmp_path / "res.json"
+    md = write_results(results, out)
+    loaded = json.loads(out.read_text())
+    assert report.validate(loaded) == []
+    assert "Headline" in md and out.with_suffix(".md").exists()
+
+    missing = dict(results)
+    del missing["ratios"]
+    assert report.validate(missing)
+
+
+@pytest.mark.skipif(not HAVE_BLACKJAX, reason="BlackJAX is not installed")
+@pytest.mark.slow
+def test_fresh_process_blackjax():
+    from benchmarks.fresh import run_fresh
+
+    r = run_fresh("blackjax", chains=2, warmup=20, draws=20)
+    assert r["ok"], r
+    assert r["wall_s"] > r["import_s"] > 0

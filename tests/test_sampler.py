@@ -1,0 +1,160 @@
+"""hnnjax.sample against the exact posterior, divergences, drivers, compilation.
+
+Correctness is measured with z-scores: (sampled mean - exact mean) / MCSE, where the MCSE
+comes from the bulk-ESS estimate of the same draws. With ~10 parameters per fit and a few
+fits, |z| < 4 fails by chance with probability ~1e-3 while a bias of a tenth of a posterior
+sd (about 2 MCSE at these sample sizes) is caught across seeds; `test_z_test_has_power`
+shows the same check rejecting a wrong posterior.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hnnjax
+from hnnjax import diagnostics, sampler
+
+SCHOOLS = hnnjax.datasets.eight_schools()
+EXACT = hnnjax.exact(SCHOOLS)
+
+
+def _z_scores(fit, exact):
+    """z of each scalar's posterior mean (mu, tau, theta_j) against the exact value."""
+    x = np.concatenate([fit.draws["mu"][None], fit.draws["tau"][None], np.moveaxis(fit.draws["theta"], -1, 0)])
+    truth = np.r_[exact.mean["mu"], exact.mean["tau"], exact.mean["theta"]]
+    mcse = np.asarray(diagnostics.mcse_mean(jnp.asarray(x)))
+    return (x.mean(axis=(1, 2)) - truth) / mcse
+
+
+def _z_scores_sd(fit, exact):
+    x = np.concatenate([fit.draws["mu"][None], fit.draws["tau"][None], np.moveaxis(fit.draws["theta"], -1, 0)])
+    truth = np.r_[exact.sd["mu"], exact.sd["tau"], exact.sd["theta"]]
+    mcse = np.asarray(diagnostics.mcse_sd(jnp.asarray(x)))
+    return (x.reshape(x.shape[0], -1).std(axis=1, ddof=1) - truth) / mcse
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noncentered_nuts_matches_exact(seed, dtype):
+    fit = hnnjax.sample(SCHOOLS, chains=4, warmup=1000, draws=1000, target_accept=0.9, seed=seed, dtype=dtype)
+    assert fit.draws["mu"].dtype == np.dtype(dtype)
+    z = _z_scores(fit, EXACT)
+    assert np.all(np.abs(z) < 4), z
+    # sds too (tau's sd is driven by its heavy right tail, so its MCSE is wide but honest)
+    zs = _z_scores_sd(fit, EXACT)
+    assert np.all(np.abs(zs) < 4), zs
+    assert fit.stats["diverging"].mean() <= 0.01
+    assert fit.summary()["r_hat"].max() < 1.01
+
+
+def test_z_test_has_power():
+    """The same check rejects the exact posterior of a different prior (HalfNormal(1) on tau)."""
+    fit = hnnjax.sample(SCHOOLS, target_accept=0.9, seed=0)
+    wrong = hnnjax.exact(SCHOOLS, hnnjax.Prior.make(tau=hnnjax.HalfNormal(1.0)))
+    assert np.max(np.abs(_z_scores(fit, wrong))) > 4
+
+
+def test_hmc_matches_exact():
+    # Fixed-length HMC mixes tau more slowly than NUTS: twice the draws for the same R-hat bar.
+    fit = hnnjax.sample(SCHOOLS, kernel=hnnjax.HMC(num_steps=12), target_accept=0.9, seed=3, draws=2000)
+    z = _z_scores(fit, EXACT)
+    assert np.all(np.abs(z) < 4), z
+    assert fit.summary()["r_hat"].max() < 1.01
+    assert np.all(fit.stats["tree_depth"] == 0) and np.all(fit.stats["n_steps"] <= 12)
+
+
+def test_flat_prior_bda3_fit():
+    """BDA3's flat prior: the sampler reproduces the exact posterior (theta_A about 11.4)."""
+    flat = hnnjax.Prior.flat()
+    fit = hnnjax.sample(SCHOOLS, prior=flat, target_accept=0.95, seed=4)
+    ex = hnnjax.exact(SCHOOLS, flat)
+    z = _z_scores(fit, ex)
+    assert np.all(np.abs(z) < 4), z
+
+
+def test_centered_diverges_in_the_neck():
+    fit = hnnjax.sample(SCHOOLS, parametrization="centered", target_accept=0.8, seed=0)
+    div = fit.stats["diverging"].astype(bool)
+    assert fit.divergences > 0 and fit.divergences == div.sum()
+    log_tau = np.log(fit.draws["tau"])
+    assert np.median(log_tau[div]) < np.median(log_tau[~div])
+    # Where the trajectories diverged is reported too, and it sits in the neck as well.
+    where = fit.divergent_points()
+    assert where["log_tau"].shape == (fit.divergences,)
+    assert np.all(np.isfinite(where["log_tau"]))
+    assert np.median(where["log_tau"]) < np.median(log_tau[~div])
+
+
+SMALL = dict(chains=4, warmup=100, draws=50)  # one compiled program for the quick tests
+
+
+def test_drivers_take_identical_paths():
+    """Lane-independent and synchronized drivers use the same keys and arithmetic: their
+    trajectories agree until rounding differences between the two programs (different
+    XLA fusions) grow chaotically, which takes a few dozen transitions."""
+    a = hnnjax.sample(SCHOOLS, driver="independent", seed=5, **SMALL)
+    b = hnnjax.sample(SCHOOLS, driver="synchronized", seed=5, **SMALL)
+    np.testing.assert_array_equal(a.warmup_stats["n_steps"][:, :20], b.warmup_stats["n_steps"][:, :20])
+    np.testing.assert_allclose(a.warmup_stats["accept_stat"][:, :20], b.warmup_stats["accept_stat"][:, :20], rtol=1e-6)
+
+
+def test_vmap_over_chains_equals_loop_over_chains():
+    """Each lane of the vmapped program equals the same lane run alone (same key), bit for bit."""
+    config = sampler.RunConfig(chains=1, warmup=100, draws=50)
+    prior = jax.tree.map(lambda a: np.asarray(a)[None], hnnjax.Prior.default())
+    keys = jax.random.split(jax.random.key(11), 3)
+    batched, _ = sampler.run(keys, hnnjax.data.stack([SCHOOLS] * 3, 8),
+                             jax.tree.map(lambda a: np.repeat(a, 3, 0), prior), config)
+    for i in range(3):
+        alone, _ = sampler.run(keys[i:i + 1], hnnjax.data.stack([SCHOOLS], 8), prior, config)
+        for name in ("n_steps", "position", "accept_stat", "inverse_mass"):
+            np.testing.assert_array_equal(alone[name][0], batched[name][i])
+
+
+def test_same_seed_same_draws_and_seeds_differ():
+    a = hnnjax.sample(SCHOOLS, seed=7, **SMALL)
+    b = hnnjax.sample(SCHOOLS, seed=7, **SMALL)
+    c = hnnjax.sample(SCHOOLS, seed=8, **SMALL)
+    np.testing.assert_array_equal(a.draws["theta"], b.draws["theta"])
+    assert not np.allclose(a.draws["mu"], c.draws["mu"])
+
+
+def test_second_call_does_not_recompile():
+    kw = SMALL
+    hnnjax.sample(SCHOOLS, **kw)
+    before = sampler.TRACE_COUNT["program"]
+    fit = hnnjax.sample(SCHOOLS, seed=3, **kw)
+    # other data of the same padded shape and another prior reuse the compiled program
+    other = hnnjax.GroupData([1.0, 2.0, 3.0], [1.0, 1.0, 2.0])
+    hnnjax.sample(other, prior=hnnjax.Prior.make(tau=hnnjax.HalfNormal(2.0)), **kw)
+    assert sampler.TRACE_COUNT["program"] == before
+    assert fit.timing["compile_s"] == 0.0
+    hnnjax.sample(SCHOOLS, **{**kw, "draws": 11})  # a static setting changed: compiles
+    assert sampler.TRACE_COUNT["program"] == before + 1
+
+
+def test_ragged_small_model_and_stats_shapes():
+    gd = hnnjax.GroupData([3.0, -1.0, 8.0], [4.0, 5.0, 6.0], names=["x", "y", "z"])
+    fit = hnnjax.sample(gd, seed=1, **SMALL)
+    assert fit.draws["theta"].shape == (4, 50, 3) and fit.draws["eta"].shape == (4, 50, 3)
+    for k in ("diverging", "tree_depth", "n_steps", "accept_stat", "energy", "step_size"):
+        assert fit.stats[k].shape == (4, 50)
+        assert fit.warmup_stats[k].shape == (4, 100)
+    assert fit.inverse_mass_matrix.shape == (4, 5)
+    table = fit.summary()
+    assert table.index == ["mu", "tau", "theta[x]", "theta[y]", "theta[z]"]
+    assert fit.n_grad_evals == fit.stats["n_steps"].sum() + fit.warmup_stats["n_steps"].sum()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="parametrization"):
+        hnnjax.sample(SCHOOLS, parametrization="funnel")
+    with pytest.raises(ValueError, match="kernel"):
+        hnnjax.sample(SCHOOLS, kernel="mala")
+    with pytest.raises(ValueError, match="target_accept"):
+        hnnjax.sample(SCHOOLS, target_accept=1.5)
+    with pytest.raises(ValueError, match="chains"):
+        hnnjax.sample(SCHOOLS, chains=0)
+    with pytest.raises(ValueError, match=r"sigma\[0\]"):
+        hnnjax.sample(([1.0], [0.0]))
