@@ -1,11 +1,14 @@
-"""Counter-based uniforms for use inside the leapfrog loop: Threefry-2x32, unrolled.
+"""Counter-based random numbers for the sampling loop: Threefry-2x32, unrolled.
 
 Threefry-2x32 with 20 rounds (Salmon, Moraes, Dror & Shaw 2011, "Parallel random numbers:
 as easy as 1, 2, 3") is the generator behind `jax.random`'s default keys. On CPU, JAX
-lowers it as a rolled `while` loop, which inside a per-leapfrog loop body costs several
-kernel launches per draw. Written out here as plain elementwise uint32 arithmetic, XLA
-fuses it into the surrounding kernel. The key words come from a JAX key at the start of
-each transition (`jax.random.bits`), so streams stay derived from the user's seed.
+lowers it as a rolled `while` loop, so every `jax.random` call inside the per-leapfrog loop
+adds a nested loop (kernel launches at run time, and compile time). Written out here as
+plain elementwise uint32 arithmetic, XLA fuses it into the surrounding kernel.
+
+A key is two uint32 words. Every draw is a pure function of (key, counter, stream):
+`derive` makes sub-keys (one per transition), `uniform` and `normal` draw values. The
+lane's first key words come from the user's seed through `jax.random` (`key_words`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["key_words", "threefry2x32", "uniform_pair"]
+__all__ = ["key_words", "threefry2x32", "derive", "bits", "uniform", "normal"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
@@ -30,7 +33,10 @@ def _rotl(x, r):
 
 
 def threefry2x32(key, x0, x1):
-    """Threefry-2x32 (20 rounds) of the counter words (x0, x1) under `key` (2 uint32)."""
+    """Threefry-2x32 (20 rounds) of the counter words (x0, x1) under `key` (2 uint32).
+
+    Bit-identical to `jax._src.random.threefry2x32.threefry_2x32` (tested).
+    """
     k0, k1 = key[0], key[1]
     ks = (k0, k1, k0 ^ k1 ^ _PARITY)
     x0 = x0 + ks[0]
@@ -44,24 +50,35 @@ def threefry2x32(key, x0, x1):
     return x0, x1
 
 
-def _to_unit(bits, dtype):
-    # The top 23 (float32) or 52 (float64, from the two words) bits fill the mantissa of a
-    # number in [1, 2); subtracting 1 gives a uniform on [0, 1) with no rounding bias.
-    if jnp.dtype(dtype) == jnp.float64:
-        hi, lo = bits
-        b = (hi.astype(jnp.uint64) << np.uint64(20)) ^ (lo.astype(jnp.uint64) >> np.uint64(12))
-        one = jax.lax.bitcast_convert_type((b & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000), jnp.float64)
-        return one - 1.0
-    (b,) = bits
-    one = jax.lax.bitcast_convert_type((b >> np.uint32(9)) | np.uint32(0x3F800000), jnp.float32)
-    return (one - 1.0).astype(dtype)
-
-
-def uniform_pair(key, counter, dtype):
-    """Two independent uniforms on [0, 1) for integer `counter` under `key`."""
+def bits(key, counter, stream: int):
+    """Two uint32 words for each element of `counter` in the numbered `stream`."""
     c = jnp.asarray(counter).astype(jnp.uint32)
-    a, b = threefry2x32(key, c, jnp.zeros_like(c))
+    return threefry2x32(key, c, jnp.full_like(c, np.uint32(stream)))
+
+
+def derive(key, counter, stream: int) -> jax.Array:
+    """A sub-key (two words) for a scalar `counter`, like `jax.random.fold_in`."""
+    a, b = bits(key, counter, stream)
+    return jnp.stack([a, b])
+
+
+def _open_unit(words, dtype):
+    """A uniform on the open interval (0, 1) from the words, at the dtype's precision."""
+    hi, lo = words
     if jnp.dtype(dtype) == jnp.float64:
-        c2, d2 = threefry2x32(key, c, jnp.ones_like(c))
-        return _to_unit((a, b), dtype), _to_unit((c2, d2), dtype)
-    return _to_unit((a,), dtype), _to_unit((b,), dtype)
+        b = (hi.astype(jnp.uint64) << np.uint64(20)) ^ (lo.astype(jnp.uint64) >> np.uint64(12))
+        m = (b & np.uint64((1 << 52) - 1)).astype(jnp.float64)
+        return (m + 0.5) * 2.0**-52
+    m = (hi >> np.uint32(9)).astype(jnp.float32)
+    return ((m + 0.5) * 2.0**-23).astype(dtype)
+
+
+def uniform(key, counter, stream: int, dtype):
+    """Uniforms on (0, 1), one per element of `counter`."""
+    return _open_unit(bits(key, counter, stream), dtype)
+
+
+def normal(key, counter, stream: int, dtype):
+    """Standard normals by inversion, one per element of `counter`."""
+    u = uniform(key, counter, stream, dtype)
+    return np.sqrt(2.0).astype(dtype) * jax.lax.erf_inv(2.0 * u - 1.0)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import counter_rng
 from .integrators import IntegratorState, kinetic_energy, leapfrog, sample_momentum
 from .nuts import ChainState, Info
 
@@ -43,14 +44,15 @@ class Trajectory(NamedTuple):
 
 
 def init(key, chain: ChainState, step_size, inverse_mass, config: HMC, num_steps=None) -> Trajectory:
-    """Start a trajectory; `num_steps` (traced) overrides the static count (used by ChEES)."""
+    """Start a trajectory; `key` is a `counter_rng` key (two uint32 words); `num_steps`
+    (traced) overrides the static count (used by ChEES)."""
     del step_size
-    k_mom, k_acc = jax.random.split(key)
-    p0 = sample_momentum(k_mom, inverse_mass)
+    z = counter_rng.normal(key, jnp.arange(inverse_mass.shape[-1]), 0, chain.position.dtype)
+    p0 = sample_momentum(z, inverse_mass)
     energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
     steps = jnp.asarray(config.num_steps if num_steps is None else num_steps, jnp.int32)
     return Trajectory(
-        key=k_acc,
+        key=key,
         energy0=energy0,
         start=chain,
         state=IntegratorState(chain.position, p0, chain.logdensity, chain.grad),
@@ -82,7 +84,7 @@ def finish(traj: Trajectory, inverse_mass) -> tuple[ChainState, Info]:
     energy = -end.logdensity + kinetic_energy(end.momentum, inverse_mass)
     log_ratio = jnp.where(traj.diverging | jnp.isnan(energy), -jnp.inf, traj.energy0 - energy)
     accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    accept = jax.random.uniform(traj.key, (), accept_prob.dtype) < accept_prob
+    accept = counter_rng.uniform(traj.key, 0, 1, accept_prob.dtype) < accept_prob
     chain = jax.tree.map(
         lambda n, o: jnp.where(accept, n, o),
         ChainState(end.position, end.logdensity, end.grad),

@@ -38,9 +38,8 @@ def kinetic_energy(momentum, inverse_mass):
     return 0.5 * jnp.sum(inverse_mass * momentum * momentum)
 
 
-def sample_momentum(key, inverse_mass):
-    """p ~ Normal(0, M): p_i = z_i / sqrt(m^{-1}_i), and 0 where the inverse mass is 0."""
-    z = jax.random.normal(key, inverse_mass.shape, inverse_mass.dtype)
+def sample_momentum(z, inverse_mass):
+    """p ~ Normal(0, M) from standard normals z: p_i = z_i / sqrt(m^{-1}_i), 0 where m^{-1}_i = 0."""
     live = inverse_mass > 0
     return jnp.where(live, z * jax.lax.rsqrt(jnp.where(live, inverse_mass, 1.0)), 0.0)
 

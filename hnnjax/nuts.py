@@ -113,19 +113,23 @@ def _continues(p_sharp_a, p_sharp_b, rho):
 
 
 def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeState:
-    """Start a transition from `chain`: draw the momentum and the doubling directions."""
+    """Start a transition from `chain`: draw the momentum and the doubling directions.
+
+    `key` is a `counter_rng` key (two uint32 words) for this transition.
+    """
     del step_size
-    k_mom, k_dir, k_tree = jax.random.split(key, 3)
-    p0 = sample_momentum(k_mom, inverse_mass)
+    dtype = chain.position.dtype
+    z = counter_rng.normal(key, jnp.arange(inverse_mass.shape[-1]), 0, dtype)
+    p0 = sample_momentum(z, inverse_mass)
     energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
     start = IntegratorState(chain.position, p0, chain.logdensity, chain.grad)
-    directions = jnp.where(jax.random.bernoulli(k_dir, 0.5, (config.max_depth,)), 1, -1).astype(jnp.int32)
-    dtype = p0.dtype
+    dir_bits, _ = counter_rng.bits(key, jnp.arange(config.max_depth), 1)
+    directions = jnp.where((dir_bits >> 31) == 1, 1, -1).astype(jnp.int32)
     levels = jnp.zeros((config.max_depth + 1,) + p0.shape, dtype)
     zero = jnp.zeros((), dtype)
     proposal = Proposal(chain.position, chain.logdensity, chain.grad, energy0)
     return TreeState(
-        key=counter_rng.key_words(k_tree),
+        key=counter_rng.derive(key, 0, 2),
         energy0=energy0,
         left=start,
         right=start,
@@ -170,7 +174,7 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     right = jax.tree.map(lambda n, o: jnp.where(forward, n, o), new, tree.right)
 
     # Progressive uniform sampling of the subtree's proposal.
-    u_leaf, u_merge = counter_rng.uniform_pair(tree.key, n_steps, p.dtype)
+    u_leaf, u_merge = counter_rng.uniform(tree.key, jnp.stack([2 * n_steps, 2 * n_steps + 1]), 0, p.dtype)
     sub_log_weight = jnp.logaddexp(tree.sub_log_weight, log_w)
     take = jnp.log(u_leaf) < log_w - sub_log_weight
     leaf_prop = Proposal(new.position, new.logdensity, new.grad, energy)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import adaptation, hmc, model, nuts
+from . import adaptation, counter_rng, hmc, model, nuts
 from .data import Data
 from .integrators import kinetic_energy, leapfrog, sample_momentum, IntegratorState
 from .model import Prior
@@ -95,7 +95,7 @@ class RunConfig:
 class Lane(NamedTuple):
     """Everything one chain carries through the loop."""
 
-    key: jax.Array
+    key: jax.Array  # counter_rng key words of the lane
     target: jax.Array  # target acceptance statistic (a runtime value, not compiled in)
     chain: ChainState
     adapt: adaptation.AdaptationState
@@ -130,15 +130,16 @@ def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
     dtype = chain.position.dtype
     log_target = jnp.log(jnp.asarray(0.8, dtype))
 
-    def log_accept(eps, k):
-        p = sample_momentum(k, inverse_mass)
+    def log_accept(eps, i):
+        z = counter_rng.normal(key, i * inverse_mass.shape[-1] + jnp.arange(inverse_mass.shape[-1]), 3, dtype)
+        p = sample_momentum(z, inverse_mass)
         h0 = -chain.logdensity + kinetic_energy(p, inverse_mass)
         new = leapfrog(IntegratorState(chain.position, p, chain.logdensity, chain.grad), eps, inverse_mass, ldg)
         h = -new.logdensity + kinetic_energy(new.momentum, inverse_mass)
         return jnp.where(jnp.isnan(h), -jnp.inf, h0 - h)
 
     eps0 = jnp.ones((), dtype)
-    direction = jnp.where(log_accept(eps0, jax.random.fold_in(key, 0)) > log_target, 2.0, 0.5).astype(dtype)
+    direction = jnp.where(log_accept(eps0, 0) > log_target, 2.0, 0.5).astype(dtype)
 
     def cond(c):
         i, eps, crossed = c
@@ -146,7 +147,7 @@ def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
 
     def body(c):
         i, eps, _ = c
-        la = log_accept(eps, jax.random.fold_in(key, i + 1))
+        la = log_accept(eps, i + 1)
         crossed = jnp.where(direction > 1, ~(la > log_target), ~(la < log_target))
         return i + 1, jnp.where(crossed, eps, eps * direction), crossed
 
@@ -157,18 +158,23 @@ def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
 def _lane_init(key, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
     ldg = _logdensity_and_grad(config, data, prior)
     kmod = _kernel_module(config.kernel)
-    k_init, k_eps, k_run = jax.random.split(key, 3)
+    words = counter_rng.key_words(key)
     live = model.position_mask(data)
     dtype = data.y.dtype
     r = config.init_radius
-    position = live * jax.random.uniform(k_init, live.shape, dtype, -r, r)
+    position = live * (2.0 * r * counter_rng.uniform(words, jnp.arange(live.shape[-1]), 4, dtype) - r)
     lp, grad = ldg(position)
     chain = ChainState(position, lp, grad)
     inverse_mass = live
-    step_size = _initial_step_size(k_eps, chain, inverse_mass, ldg)
+    step_size = _initial_step_size(words, chain, inverse_mass, ldg)
     adapt = adaptation.adaptation_init(step_size, inverse_mass)
-    trans = kmod.init(jax.random.fold_in(k_run, 0), chain, step_size, inverse_mass, config.kernel)
-    return Lane(k_run, target.astype(dtype), chain, adapt, trans, jnp.zeros((), jnp.int32))
+    trans = kmod.init(_transition_key(words, 0), chain, step_size, inverse_mass, config.kernel)
+    return Lane(words, target.astype(dtype), chain, adapt, trans, jnp.zeros((), jnp.int32))
+
+
+def _transition_key(words, t):
+    """Key of the lane's transition t: depends on the lane key and t only."""
+    return counter_rng.derive(words, t, 5)
 
 
 def _schedule(config: RunConfig):
@@ -198,7 +204,7 @@ def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]
         _schedule(config), live, config.warmup,
     )
     t = lane.t + 1
-    trans = kmod.init(jax.random.fold_in(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
+    trans = kmod.init(_transition_key(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
     return Lane(lane.key, lane.target, chain, adapt, trans, t), record
 
 

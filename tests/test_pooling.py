@@ -108,21 +108,37 @@ def test_marginal_mode_seed002(flat_mode):
                - float(log_marginal_mu_logtau(*flat_mode.mode, EIGHT, "flat"))) < 1e-12
 
 
-def test_marginal_mode_covariance_is_the_inverse_hessian(flat_mode):
-    """A central finite-difference Hessian of the numpy log density agrees with jax.hessian."""
-    h = 1e-4
-    x0 = flat_mode.mode
+def _flat_log_density(x):
+    return float(log_marginal_mu_logtau(x[0], x[1], EIGHT, "flat"))
 
-    def f(x):
-        return float(log_marginal_mu_logtau(x[0], x[1], EIGHT, "flat"))
 
+def _fd_hessian(f, x0, h=1e-4):
     hess = np.empty((2, 2))
     for i in range(2):
         for k in range(2):
             ei, ek = np.eye(2)[i] * h, np.eye(2)[k] * h
             hess[i, k] = (f(x0 + ei + ek) - f(x0 + ei - ek)
                           - f(x0 - ei + ek) + f(x0 - ei - ek)) / (4 * h * h)
+    return hess
+
+
+def test_marginal_mode_covariance_is_the_inverse_hessian(flat_mode):
+    """A central finite-difference Hessian of the numpy log density agrees with jax.hessian."""
+    hess = _fd_hessian(_flat_log_density, flat_mode.mode)
     np.testing.assert_allclose(flat_mode.cov, np.linalg.inv(-hess), rtol=1e-5)
+
+
+def test_seed002_numbers_are_explained_by_its_stopping_point(flat_mode):
+    """Seed 002's point is within Nelder-Mead's reltol (1e-8) of the maximum of its logpost,
+    and its covariance is the inverse negative Hessian at that point to all printed digits
+    (finite differences with R's default step ndeps = 1e-3)."""
+    seed_point = np.array([7.926685, 1.841525])
+    gap = flat_mode.log_density - _flat_log_density(seed_point)
+    seed_logpost_at_mode = flat_mode.log_density + 4 * math.log(2 * math.pi)
+    assert 0 < gap < 1e-8 * abs(seed_logpost_at_mode)
+    cov = np.linalg.inv(-_fd_hessian(_flat_log_density, seed_point, h=1e-3))
+    np.testing.assert_allclose(cov, [[22.3232882, 0.1935228], [0.1935228, 0.5352576]],
+                               rtol=1e-6)
 
 
 def test_marginal_mode_default_prior_and_without_x64():

@@ -56,8 +56,9 @@ def test_z_test_has_power():
 
 
 def test_hmc_matches_exact():
-    # Fixed-length HMC mixes tau more slowly than NUTS: twice the draws for the same R-hat bar.
-    fit = hnnjax.sample(SCHOOLS, kernel=hnnjax.HMC(num_steps=12), target_accept=0.9, seed=3, draws=2000)
+    # Fixed-length HMC mixes tau more slowly than NUTS (bulk ESS of tau ~ 300 per 1000
+    # draws): four times the draws for the same R-hat bar.
+    fit = hnnjax.sample(SCHOOLS, kernel=hnnjax.HMC(num_steps=12), target_accept=0.9, seed=3, draws=4000)
     z = _z_scores(fit, EXACT)
     assert np.all(np.abs(z) < 4), z
     assert fit.summary()["r_hat"].max() < 1.01
