@@ -77,6 +77,13 @@ class Fit:
         return int(self.stats["diverging"].sum())
 
     @property
+    def useful_step_share(self) -> float:
+        """Leapfrog steps the chains needed / steps the vmapped loop computed for all lanes."""
+        lanes = self.chains
+        needed = self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum()
+        return float(needed / (self.timing["loop_iterations"] * lanes))
+
+    @property
     def n_grad_evals(self) -> int:
         """Gradient evaluations of warmup and sampling, all chains (heuristic steps excluded)."""
         return int(self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum())

@@ -32,7 +32,7 @@ from .data import Data
 __all__ = [
     "Normal", "Flat", "HalfCauchy", "HalfNormal", "Prior", "PARAMETRIZATIONS",
     "logdensity", "logdensity_centered", "logdensity_noncentered", "constrain",
-    "unconstrain", "position_mask",
+    "unconstrain", "position_mask", "NormalNormal",
 ]
 
 PARAMETRIZATIONS = ("noncentered", "centered")
@@ -210,6 +210,26 @@ def unconstrain(mu, tau, theta, parametrization: str):
     theta = jnp.asarray(theta)
     z = theta if parametrization == "centered" else (theta - mu[..., None]) / tau[..., None]
     return jnp.concatenate([mu[..., None], jnp.log(tau)[..., None], z], axis=-1)
+
+
+@dataclass(frozen=True)
+class NormalNormal:
+    """The sampling target for the driver: this model in one parametrization.
+
+    A target is a hashable static object with `logdensity(position, data, prior)` and
+    `live(data)` (1 for coordinates that move, 0 for padding); `sampler.py` runs any target.
+    """
+
+    parametrization: str = "noncentered"
+
+    def __post_init__(self):
+        logdensity(self.parametrization)  # validates the name
+
+    def logdensity(self, position, data, prior):
+        return logdensity(self.parametrization)(position, data, prior)
+
+    def live(self, data):
+        return position_mask(data)
 
 
 def position_mask(data: Data):

@@ -66,7 +66,7 @@ def _kernel_module(kernel):
 class RunConfig:
     """Static configuration: everything that changes the compiled program."""
 
-    parametrization: str = "noncentered"
+    target: Any = model.NormalNormal()
     kernel: Any = nuts.NUTS()
     chains: int = 4
     warmup: int = 1000
@@ -76,7 +76,6 @@ class RunConfig:
     init_radius: float = 2.0
 
     def __post_init__(self):
-        model.logdensity(self.parametrization)  # validates the name
         if self.driver not in DRIVERS:
             raise ValueError(f"driver: expected one of {DRIVERS}, got {self.driver!r}")
         for name in ("chains", "draws"):
@@ -86,6 +85,10 @@ class RunConfig:
             raise ValueError(f"warmup: must be >= 0, got {self.warmup}")
         if not 0.0 < float(self.target_accept) < 1.0:
             raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept}")
+
+    @property
+    def parametrization(self) -> str:
+        return self.target.parametrization
 
     @property
     def total(self) -> int:
@@ -119,9 +122,8 @@ class Record(NamedTuple):
 # --- per-lane math (one chain of one model) ------------------------------------------------
 
 
-def _logdensity_and_grad(config: RunConfig, data: Data, prior: Prior):
-    f = model.logdensity(config.parametrization)
-    return jax.value_and_grad(lambda x: f(x, data, prior))
+def _logdensity_and_grad(config: RunConfig, data, prior):
+    return jax.value_and_grad(lambda x: config.target.logdensity(x, data, prior))
 
 
 def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
@@ -159,8 +161,8 @@ def _lane_init(key, target, data: Data, prior: Prior, config: RunConfig) -> Lane
     ldg = _logdensity_and_grad(config, data, prior)
     kmod = _kernel_module(config.kernel)
     words = counter_rng.key_words(key)
-    live = model.position_mask(data)
-    dtype = data.y.dtype
+    live = config.target.live(data)
+    dtype = live.dtype
     r = config.init_radius
     position = live * (2.0 * r * counter_rng.uniform(words, jnp.arange(live.shape[-1]), 4, dtype) - r)
     lp, grad = ldg(position)
@@ -198,7 +200,7 @@ def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]
         chain.position, info.accept_stat, info.diverging, info.divergence_position,
         info.tree_depth, info.n_steps, info.energy, lane.adapt.step_size,
     )
-    live = model.position_mask(data)
+    live = config.target.live(data)
     adapt = adaptation.adaptation_update(
         lane.adapt, lane.t, chain.position, info.accept_stat, lane.target,
         _schedule(config), live, config.warmup,
@@ -266,14 +268,15 @@ def _run_independent(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
         return jnp.any(carry[0].t < config.total)
 
     def body(carry):
-        lanes, buffers = carry
+        lanes, buffers, n_iter = carry
         active = lanes.t < config.total
         lanes = jax.vmap(_select)(active, advance(lanes, data, prior), lanes)
         any_done = jnp.any(lanes.trans.done & active)
-        return jax.lax.cond(any_done, complete_where_done, lambda c: c, (lanes, buffers))
+        lanes, buffers = jax.lax.cond(any_done, complete_where_done, lambda c: c, (lanes, buffers))
+        return lanes, buffers, n_iter + 1
 
-    lanes, buffers = jax.lax.while_loop(cond, body, (lanes, buffers))
-    return lanes, buffers
+    lanes, buffers, n_iter = jax.lax.while_loop(cond, body, (lanes, buffers, jnp.zeros((), jnp.int32)))
+    return lanes, buffers, n_iter
 
 
 def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
@@ -295,13 +298,15 @@ def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
         return step(lanes, data, prior)
 
     lanes, recs = jax.lax.scan(body, lanes, None, length=config.total)
+    # The vmapped while loop runs each transition until the longest lane's tree ends.
+    n_iter = jnp.sum(jnp.max(recs.n_steps, axis=1))
     # scan stacks on axis 0: (total, lanes, ...) -> (lanes, total, ...)
     recs = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), recs)
     recs = recs._replace(
         position=recs.position[:, config.warmup :],
         divergence_position=recs.divergence_position[:, config.warmup :],
     )
-    return lanes, recs
+    return lanes, recs, n_iter
 
 
 def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
@@ -313,11 +318,11 @@ def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config:
     """
     lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(lane_keys, lane_target, lane_data, lane_prior)
     driver = _run_independent if config.driver == "independent" else _run_synchronized
-    lanes, recs = driver(lanes, lane_data, lane_prior, config)
+    lanes, recs, n_iter = driver(lanes, lane_data, lane_prior, config)
     out = {name: val for name, val in zip(Record._fields, recs)}
     out["final_step_size"] = lanes.adapt.step_size
     out["inverse_mass"] = lanes.adapt.inverse_mass
-    return out
+    return out, n_iter
 
 
 # --- compilation cache and the public entry point -----------------------------------------
@@ -353,25 +358,26 @@ def model_keys(seed: int, model_ids) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
 
 
-def lane_inputs(keys, data: Data, prior: Prior, chains: int):
+def lane_inputs(keys, data, prior, chains: int):
     """Flatten (model, chain) into lanes: key fold_in(model key, chain), data repeated."""
     lane_keys = jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(k, c))(jnp.arange(chains)))(keys)
     lane_keys = lane_keys.reshape((-1,) + lane_keys.shape[2:])
-    lane_data = Data(*(np.repeat(np.asarray(a), chains, axis=0) for a in data))
-    lane_prior = Prior(*(np.repeat(np.asarray(a), chains, axis=0) for a in prior))
-    return lane_keys, lane_data, lane_prior
+    repeat = lambda a: np.repeat(np.asarray(a), chains, axis=0)  # noqa: E731
+    return lane_keys, jax.tree.map(repeat, data), jax.tree.map(repeat, prior)
 
 
-def run(keys, data: Data, prior: Prior, config: RunConfig):
+def run(keys, data, prior, config: RunConfig):
     """Run the compiled program for a batch of models; returns (numpy results, timing).
 
     keys (M,), data arrays (M, J_pad), prior arrays (M,); results shaped (M, chains, ...).
+    timing also holds `loop_iterations`: iterations of the leapfrog loop, the work every
+    lane paid for (the useful-step share is sum(n_steps) / (loop_iterations * lanes)).
     """
     _enable_persistent_cache()
     n_models = int(keys.shape[0])
     lane_keys, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
-    lane_target = np.full(n_lanes, config.target_accept, np.asarray(lane_data.y).dtype)
+    lane_target = np.full(n_lanes, config.target_accept, np.asarray(jax.tree.leaves(lane_data)[0]).dtype)
     inputs = (lane_keys, lane_target, lane_data, lane_prior)
     if n_lanes == 1:  # a size-1 lane axis would be specialized by XLA (see _program)
         inputs = jax.tree.map(lambda a: jnp.concatenate([a, a]), inputs)
@@ -388,10 +394,10 @@ def run(keys, data: Data, prior: Prior, config: RunConfig):
         compile_s = time.perf_counter() - t0
         _COMPILED[signature] = compiled
     t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
+    out, n_iter = jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
     out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
-    return out, {"compile_s": compile_s, "run_s": run_s}
+    return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(n_iter)}
 
 
 def _resolve_dtype(dtype):
@@ -447,7 +453,7 @@ def sample(
 
     gd = _as_group_data(data)
     config = RunConfig(
-        parametrization=parametrization,
+        target=model.NormalNormal(parametrization),
         kernel=resolve_kernel(kernel),
         chains=int(chains),
         warmup=int(warmup),
