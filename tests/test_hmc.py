@@ -45,10 +45,10 @@ def np_energy(x, p, inv):
 
 
 @functools.lru_cache(maxsize=None)
-def _driver(override: bool, num_steps_default: int = 7):
+def _driver(override: bool, max_delta: float = 1000.0):
     """Vmapped, jitted: init (optionally with a traced num_steps), advance until done, finish.
     Returns the fresh trajectory, the finished one, the chain state and the info."""
-    config = hmc.HMC(num_steps=num_steps_default)
+    config = hmc.HMC(num_steps=7, max_delta=max_delta)
 
     def one(key, x, step_size, inv, num_steps):
         lp, grad = gauss_ldg(x)
@@ -63,12 +63,12 @@ def _driver(override: bool, num_steps_default: int = 7):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, 0)))
 
 
-def run(seed, x, eps, inv, num_steps=None):
+def run(seed, x, eps, inv, num_steps=None, max_delta=1000.0):
     """One transition of N chains; `seed` makes the N keys (counter_rng keys: two uint32 words)."""
     keys = jnp.asarray(np.random.default_rng(seed).integers(0, 2**32, (N, 2), dtype=np.uint32))
     steps = jnp.zeros(N, jnp.int32) if num_steps is None else jnp.broadcast_to(jnp.asarray(num_steps, jnp.int32), (N,))
     eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (N,))
-    return jax.device_get(_driver(num_steps is not None)(keys, x, eps, jnp.asarray(inv, x.dtype), steps))
+    return jax.device_get(_driver(num_steps is not None, max_delta)(keys, x, eps, jnp.asarray(inv, x.dtype), steps))
 
 
 def test_moments():
@@ -158,6 +158,30 @@ def test_divergent_trajectory_is_rejected_and_flagged():
         np.testing.assert_array_equal(chain.position[i], x[i])
         assert info.accept_stat[i] == 0.0
         assert info.energy[i] == pytest.approx(h0, rel=1e-12)
+
+
+def test_divergence_is_rejected_even_when_its_metropolis_probability_is_not_zero():
+    """With max_delta = 1 a 'divergence' (H - H0 > 1) still has Metropolis probability
+    exp(H0 - H) > e^-1000; the kernel must reject every flagged trajectory regardless, and
+    run the unflagged ones to the end."""
+    inv = np.ones(5)
+    rng = np.random.default_rng(81)
+    x = rng.normal(size=(N, 5)) * SCALES
+    traj0, traj, chain, info = run(9, jnp.asarray(x), 0.9, inv, 10, max_delta=1.0)
+    div = np.asarray(info.diverging)
+    assert 10 < div.sum() < N - 10  # both kinds present
+    for i in range(N):
+        p0 = np.asarray(traj0.state.momentum[i])
+        h0 = np_energy(x[i], p0, inv)
+        dh = [np_energy(xs, ps, inv) - h0 for xs, ps in np_leapfrog(x[i], p0, 0.9, inv, 10)]
+        first = next((k for k, d in enumerate(dh) if d > 1.0), None)
+        assert div[i] == (first is not None)
+        if div[i]:
+            assert info.n_steps[i] == first + 1 and dh[first] < 50  # finite, modest energy error
+            np.testing.assert_array_equal(chain.position[i], x[i])
+            assert info.accept_stat[i] == 0.0
+        else:
+            assert info.n_steps[i] == 10
 
 
 def test_num_steps_override():
