@@ -1,0 +1,163 @@
+"""Time to result from a fresh process, as the user sees it.
+
+Each sampler gets a new `python -c ...` process that imports its library, builds eight
+schools, compiles and runs NUTS, non-centered, 4 chains x (1000 warmup + 1000 draws),
+target acceptance 0.8, and waits for the draws. The parent times the process from spawn to
+exit (`wall_s`); the child reports its own import / compile-and-run split.
+
+hnnjax runs twice in a row with one fresh, empty directory given to JAX's persistent
+compilation cache (JAX_COMPILATION_CACHE_DIR and HNNJAX_CACHE_DIR point at it): the first
+run is cold, the second shows what the cache saves *if hnnjax turns the cache on*. The
+child reports the cache directory it ended up with; if hnnjax chose another directory the
+first run may not have been cold, and the report says so. The peers run without a
+persistent cache (JAX's default), as a user would run them; their scripts never import
+hnnjax (see peers.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+__all__ = ["SCRIPTS", "run_fresh", "fresh_suite"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_PRELUDE = """
+import time, json
+_t0 = time.perf_counter()
+"""
+
+_EPILOGUE = """
+import jax as _jax
+_res["total_in_process_s"] = time.perf_counter() - _t0
+_res["compilation_cache_dir"] = _jax.config.jax_compilation_cache_dir
+_res["x64"] = bool(_jax.config.jax_enable_x64)
+_res["backend"] = _jax.default_backend()
+print("FRESH_RESULT " + json.dumps(_res))
+"""
+
+SCRIPTS = {
+    "hnnjax": """
+import hnnjax
+_t1 = time.perf_counter()
+fit = hnnjax.sample(hnnjax.datasets.eight_schools(), parametrization="noncentered", kernel="nuts",
+                    chains={chains}, warmup={warmup}, draws={draws}, target_accept={target_accept}, seed=0)
+import numpy as np
+_res = {{"import_s": _t1 - _t0, "sample_s": time.perf_counter() - _t1,
+         "mean_mu": float(np.mean(fit.draws["mu"])),
+         "compile_s": float(fit.timing.get("compile_s", float("nan"))),
+         "run_s": float(fit.timing.get("run_s", float("nan")))}}
+""",
+    "blackjax": """
+import jax, jax.numpy as jnp, blackjax
+from benchmarks.peers import blackjax_program
+from benchmarks.runner import Settings
+_t1 = time.perf_counter()
+dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+y = jnp.array([28., 8., -3., 7., -1., 1., 18., 12.], dt)
+sigma = jnp.array([15., 10., 16., 11., 9., 11., 10., 18.], dt)
+prog = jax.jit(blackjax_program("noncentered", Settings(chains={chains}, warmup={warmup}, draws={draws},
+                                target_accept={target_accept}), warmup_info=False))
+out = jax.block_until_ready(prog(jax.random.key(0), y, sigma))
+_res = {{"import_s": _t1 - _t0, "sample_s": time.perf_counter() - _t1,
+         "mean_mu": float(jnp.mean(out["mu"]))}}
+""",
+    "numpyro": """
+import jax, jax.numpy as jnp, numpyro
+from numpyro.infer import MCMC, NUTS
+from benchmarks.peers import numpyro_model
+_t1 = time.perf_counter()
+dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+y = jnp.array([28., 8., -3., 7., -1., 1., 18., 12.], dt)
+sigma = jnp.array([15., 10., 16., 11., 9., 11., 10., 18.], dt)
+mcmc = MCMC(NUTS(numpyro_model("noncentered"), target_accept_prob={target_accept}), num_warmup={warmup},
+            num_samples={draws}, num_chains={chains}, chain_method="vectorized", progress_bar=False)
+mcmc.run(jax.random.PRNGKey(0), sigma, y=y)
+mu = jax.block_until_ready(mcmc.get_samples()["mu"])
+_res = {{"import_s": _t1 - _t0, "sample_s": time.perf_counter() - _t1, "mean_mu": float(jnp.mean(mu))}}
+""",
+}
+
+_CACHE_VARS = ("JAX_COMPILATION_CACHE_DIR", "HNNJAX_CACHE_DIR")
+
+
+def script(library: str, chains=4, warmup=1000, draws=1000, target_accept=0.8) -> str:
+    body = SCRIPTS[library].format(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept)
+    return textwrap.dedent(_PRELUDE) + textwrap.dedent(body) + textwrap.dedent(_EPILOGUE)
+
+
+def run_fresh(library: str, env_extra: dict | None = None, x64: bool = True,
+              platform: str | None = None, timeout: float = 600.0, **settings) -> dict:
+    """Spawn one fresh process for `library`; return its figures (or the error)."""
+    env = {k: v for k, v in os.environ.items() if k not in _CACHE_VARS}
+    env["JAX_ENABLE_X64"] = "1" if x64 else "0"
+    if platform:
+        env["JAX_PLATFORMS"] = platform
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update(env_extra or {})
+    code = script(library, **settings)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=str(REPO_ROOT), env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"library": library, "ok": False, "error": f"timed out after {timeout} s"}
+    wall = time.perf_counter() - t0
+    res = {"library": library, "wall_s": wall, "returncode": proc.returncode}
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("FRESH_RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        res.update(ok=False, error=" | ".join(tail) or "no output")
+        return res
+    res.update(ok=True, **json.loads(line[len("FRESH_RESULT "):]))
+    return res
+
+
+def _importable(library: str) -> str | None:
+    """None if `library` can run its fresh script here, else the reason it cannot."""
+    import importlib.util
+
+    if importlib.util.find_spec(library) is None:
+        return f"{library} is not installed"
+    if library == "hnnjax":
+        import hnnjax
+
+        if not callable(getattr(hnnjax, "sample", None)):
+            return "hnnjax.sample does not exist yet"
+    return None
+
+
+def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool = True,
+                platform: str | None = None, log=print, **settings) -> list[dict]:
+    rows = []
+    cache_dir = tempfile.mkdtemp(prefix="hnnjax-bench-cache-")
+    runs_of = {}
+    for lib in libraries:
+        why = _importable(lib)
+        if why:
+            log(f"[skip] fresh process {lib}: {why}")
+            rows.append({"library": lib, "ok": False, "skipped": why})
+            continue
+        runs_of[lib] = runs_of.get(lib, 0) + 1
+        extra = {v: cache_dir for v in _CACHE_VARS} if lib == "hnnjax" else {}
+        log(f"fresh process: {lib} (run {runs_of[lib]})")
+        r = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
+        r["run"] = runs_of[lib]
+        if lib == "hnnjax":
+            r["cache_dir_given"] = cache_dir
+            seen = r.get("compilation_cache_dir")
+            r["cache_controlled"] = bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
+            r["cache_files_after"] = sum(len(f) for _, _, f in os.walk(cache_dir))
+        rows.append(r)
+        if not r.get("ok"):
+            log(f"  failed: {r.get('error')}")
+        else:
+            log(f"  {r['wall_s']:.2f} s")
+    return rows
