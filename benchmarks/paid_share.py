@@ -1,0 +1,94 @@
+"""Useful-step share that hnnjax's drivers actually pay, from the loop-iteration count.
+
+    share = sum over lanes and transitions of n_steps / (loop iterations x lanes)
+
+`loop_iterations` is counted inside the compiled program: for the lane-independent driver
+it is the number of trips through its one while loop (each trip advances every lane by one
+leapfrog step); for the synchronized driver it is the sum over transitions of the longest
+lane's trajectory. Warmup and sampling are counted together (the programs interleave
+them per lane). Timings here are incidental; the share does not depend on machine load.
+
+    python -m benchmarks.paid_share [--chains 4,64,1024,4096] [--models 100,1000] [--warmup 500 --draws 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+__all__ = ["measure", "main"]
+
+
+def _synthetic_models(n_models: int, seed: int = 0):
+    """Eight-schools-sized datasets: J = 8, tau in {0.5, 2, 5, 10}, sigma_j ~ U(5, 20)."""
+    import hnnjax
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_models):
+        tau = rng.choice([0.5, 2.0, 5.0, 10.0])
+        sig = rng.uniform(5, 20, 8)
+        out.append(hnnjax.GroupData(rng.normal(rng.normal(5, tau, 8), sig), sig))
+    return out
+
+
+def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, seed: int = 0) -> dict:
+    import jax
+
+    import hnnjax
+    from hnnjax import sampler
+    from hnnjax.data import stack
+
+    datasets = [hnnjax.datasets.eight_schools()] if n_models == 1 else _synthetic_models(n_models, seed)
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    prior = jax.tree.map(
+        lambda a: np.repeat(np.asarray(a)[None], n_models, 0).astype(dtype if np.asarray(a).dtype.kind == "f" else np.int32),
+        hnnjax.Prior.default(),
+    )
+    config = sampler.RunConfig(chains=chains, warmup=warmup, draws=draws, driver=driver)
+    out, timing = sampler.run(sampler.model_keys(seed, range(n_models)), stack(datasets, 8, dtype), prior, config)
+    lanes = n_models * chains
+    needed = int(out["n_steps"].sum())
+    per_lane = out["n_steps"].reshape(lanes, -1).sum(axis=1)
+    return {
+        "models": n_models, "chains": chains, "lanes": lanes, "driver": driver,
+        "warmup": warmup, "draws": draws,
+        "useful_share": needed / (timing["loop_iterations"] * lanes),
+        "loop_iterations": timing["loop_iterations"],
+        "mean_steps_per_lane": float(per_lane.mean()), "max_steps_per_lane": int(per_lane.max()),
+        "run_s": timing["run_s"], "compile_s": timing["compile_s"],
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--chains", default="4,64,1024,4096", help="one model (eight schools) with this many chains")
+    p.add_argument("--models", default="100,1000", help="this many synthetic models x 4 chains")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--draws", type=int, default=500)
+    p.add_argument("--drivers", default="independent,synchronized")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    rows = []
+    cases = [(1, int(c)) for c in args.chains.split(",") if c] + [(int(m), 4) for m in args.models.split(",") if m]
+    for n_models, chains in cases:
+        for driver in args.drivers.split(","):
+            row = measure(n_models, chains, driver, args.warmup, args.draws)
+            rows.append(row)
+            print(f"{n_models:6d} models x {chains:5d} chains  {driver:13s} useful share {row['useful_share']:.3f}  "
+                  f"loop iters {row['loop_iterations']:7d}  mean/max steps per lane {row['mean_steps_per_lane']:.0f}/"
+                  f"{row['max_steps_per_lane']}  run {row['run_s']:.1f} s", flush=True)
+    out = args.out or os.path.join(os.path.dirname(__file__), "results",
+                                   f"paid_share-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}.json")
+    with open(out, "w") as fh:
+        json.dump({"rows": rows, "command": "python -m benchmarks.paid_share " + " ".join(argv or [])}, fh, indent=1)
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
