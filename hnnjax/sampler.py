@@ -192,22 +192,33 @@ def _advance(lane: Lane, data, prior, config: RunConfig):
     return lane._replace(trans=trans)
 
 
-def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]:
-    """Read the finished transition's draw, adapt, and start the next transition."""
-    kmod = _kernel_module(config.kernel)
-    chain, info = kmod.finish(lane.trans, lane.adapt.inverse_mass)
+def _finish(lane: Lane, config: RunConfig) -> tuple[ChainState, Info, Record]:
+    """Read the finished transition: the new chain state and what gets recorded."""
+    chain, info = _kernel_module(config.kernel).finish(lane.trans, lane.adapt.inverse_mass)
     record = Record(
         chain.position, info.accept_stat, info.diverging, info.divergence_position,
         info.tree_depth, info.n_steps, info.energy, lane.adapt.step_size,
     )
+    return chain, info, record
+
+
+def _restart(lane: Lane, chain: ChainState, info: Info, data, prior, config: RunConfig) -> Lane:
+    """Apply the warmup update of iteration t and start transition t + 1."""
     live = config.target.live(data)
     adapt = adaptation.adaptation_update(
         lane.adapt, lane.t, chain.position, info.accept_stat, lane.target,
         _schedule(config), live, config.warmup,
     )
     t = lane.t + 1
+    kmod = _kernel_module(config.kernel)
     trans = kmod.init(_transition_key(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
-    return Lane(lane.key, lane.target, chain, adapt, trans, t), record
+    return Lane(lane.key, lane.target, chain, adapt, trans, t)
+
+
+def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]:
+    """Finish the transition, adapt, and start the next one."""
+    chain, info, record = _finish(lane, config)
+    return _restart(lane, chain, info, data, prior, config), record
 
 
 def _empty_records(lane: Lane, config: RunConfig) -> Record:
@@ -250,19 +261,24 @@ def _select(pred, new, old):
 
 
 def _run_independent(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
-    """One while loop; each lane runs its own transitions back to back."""
+    """One while loop; each lane runs its own transitions back to back.
+
+    The draw buffers are written outside the conditional (a scatter whose unfinished
+    lanes write out of range and are dropped): as operands of `lax.cond` they would be
+    copied on every iteration.
+    """
     advance = jax.vmap(lambda ln, d, p: _advance(ln, d, p, config))
+    finish = jax.vmap(lambda ln: _finish(ln, config))
+    write = jax.vmap(lambda buf, rec, t, keep: _write(buf, rec, t, keep, config))
     buffers = jax.vmap(lambda ln: _empty_records(ln, config))(lanes)
 
-    def complete_where_done(carry):
-        lanes, buffers = carry
+    def restart_where_finished(args):
+        lanes, chain, info, finished = args
 
-        def one(ln, buf, d, p):
-            finished = ln.trans.done & (ln.t < config.total)
-            new_ln, rec = _complete(ln, d, p, config)
-            return _select(finished, new_ln, ln), _write(buf, rec, ln.t, finished, config)
+        def one(ln, ch, inf, fin, d, p):
+            return _select(fin, _restart(ln, ch, inf, d, p, config), ln)
 
-        return jax.vmap(one)(lanes, buffers, data, prior)
+        return jax.vmap(one)(lanes, chain, info, finished, data, prior)
 
     def cond(carry):
         return jnp.any(carry[0].t < config.total)
@@ -271,8 +287,12 @@ def _run_independent(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
         lanes, buffers, n_iter = carry
         active = lanes.t < config.total
         lanes = jax.vmap(_select)(active, advance(lanes, data, prior), lanes)
-        any_done = jnp.any(lanes.trans.done & active)
-        lanes, buffers = jax.lax.cond(any_done, complete_where_done, lambda c: c, (lanes, buffers))
+        finished = lanes.trans.done & active
+        chain, info, record = finish(lanes)
+        buffers = write(buffers, record, lanes.t, finished)
+        lanes = jax.lax.cond(
+            jnp.any(finished), restart_where_finished, lambda a: a[0], (lanes, chain, info, finished)
+        )
         return lanes, buffers, n_iter + 1
 
     lanes, buffers, n_iter = jax.lax.while_loop(cond, body, (lanes, buffers, jnp.zeros((), jnp.int32)))
