@@ -36,7 +36,8 @@ def _synthetic_models(n_models: int, seed: int = 0):
     return out
 
 
-def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, seed: int = 0) -> dict:
+def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, seed: int = 0,
+            max_lanes: int | None = None) -> dict:
     import jax
 
     import hnnjax
@@ -49,17 +50,17 @@ def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, se
         lambda a: np.repeat(np.asarray(a)[None], n_models, 0).astype(dtype if np.asarray(a).dtype.kind == "f" else np.int32),
         hnnjax.Prior.default(),
     )
-    config = sampler.RunConfig(chains=chains, warmup=warmup, draws=draws, driver=driver)
+    config = sampler.RunConfig(chains=chains, warmup=warmup, draws=draws, driver=driver, max_lanes=max_lanes)
     out, timing = sampler.run(sampler.model_keys(seed, range(n_models)), stack(datasets, 8, dtype), prior, config)
-    lanes = n_models * chains
+    lanes = timing["lanes"]
     needed = int(out["n_steps"].sum())
-    per_lane = out["n_steps"].reshape(lanes, -1).sum(axis=1)
+    per_lane = out["n_steps"].reshape(n_models * chains, -1).sum(axis=1)
     return {
-        "models": n_models, "chains": chains, "lanes": lanes, "driver": driver,
+        "models": n_models, "chains": chains, "lanes": lanes, "driver": driver, "max_lanes": max_lanes,
         "warmup": warmup, "draws": draws,
         "useful_share": needed / (timing["loop_iterations"] * lanes),
         "loop_iterations": timing["loop_iterations"],
-        "mean_steps_per_lane": float(per_lane.mean()), "max_steps_per_lane": int(per_lane.max()),
+        "mean_steps_per_chain": float(per_lane.mean()), "max_steps_per_chain": int(per_lane.max()),
         "run_s": timing["run_s"], "compile_s": timing["compile_s"],
     }
 
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
             row = measure(n_models, chains, driver, args.warmup, args.draws)
             rows.append(row)
             print(f"{n_models:6d} models x {chains:5d} chains  {driver:13s} useful share {row['useful_share']:.3f}  "
-                  f"loop iters {row['loop_iterations']:7d}  mean/max steps per lane {row['mean_steps_per_lane']:.0f}/"
-                  f"{row['max_steps_per_lane']}  run {row['run_s']:.1f} s", flush=True)
+                  f"loop iters {row['loop_iterations']:7d}  mean/max steps per chain {row['mean_steps_per_chain']:.0f}/"
+                  f"{row['max_steps_per_chain']}  run {row['run_s']:.1f} s", flush=True)
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    f"paid_share-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}.json")
     with open(out, "w") as fh:

@@ -79,7 +79,7 @@ class Fit:
     @property
     def useful_step_share(self) -> float:
         """Leapfrog steps the chains needed / steps the vmapped loop computed for all lanes."""
-        lanes = self.chains
+        lanes = self.timing.get("lanes", self.chains)
         needed = self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum()
         return float(needed / (self.timing["loop_iterations"] * lanes))
 

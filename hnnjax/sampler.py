@@ -74,6 +74,7 @@ class RunConfig:
     target_accept: float = 0.8
     driver: str = "independent"
     init_radius: float = 2.0
+    max_lanes: int | None = None  # lanes of the independent driver's pool (None: one per task)
 
     def __post_init__(self):
         if self.driver not in DRIVERS:
@@ -157,10 +158,10 @@ def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
     return jnp.clip(eps, 1e-6, 1e3)
 
 
-def _lane_init(key, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
+def _lane_init(words, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
+    """Start a chain: uniform(-r, r) position (Stan), step-size heuristic, first transition."""
     ldg = _logdensity_and_grad(config, data, prior)
     kmod = _kernel_module(config.kernel)
-    words = counter_rng.key_words(key)
     live = config.target.live(data)
     dtype = live.dtype
     r = config.init_radius
@@ -221,38 +222,6 @@ def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]
     return _restart(lane, chain, info, data, prior, config), record
 
 
-def _empty_records(lane: Lane, config: RunConfig) -> Record:
-    d = lane.chain.position.shape[-1]
-    dtype = lane.chain.position.dtype
-    n, nd = config.total, config.draws
-    return Record(
-        position=jnp.zeros((nd, d), dtype),
-        accept_stat=jnp.zeros((n,), dtype),
-        diverging=jnp.zeros((n,), bool),
-        divergence_position=jnp.zeros((nd, d), dtype),
-        tree_depth=jnp.zeros((n,), jnp.int32),
-        n_steps=jnp.zeros((n,), jnp.int32),
-        energy=jnp.zeros((n,), dtype),
-        step_size=jnp.zeros((n,), dtype),
-    )
-
-
-def _write(buffers: Record, record: Record, t, keep, config: RunConfig) -> Record:
-    """Store `record` at iteration t where `keep` (positions only once sampling started).
-
-    A write that is not kept goes to an out-of-range index and is dropped, so no buffer is
-    ever copied or selected whole.
-    """
-    n = config.total
-    t_all = jnp.where(keep, t, n)
-    t_draw = jnp.where(keep & (t >= config.warmup), t - config.warmup, n)
-    out = {}
-    for name, buf, val in zip(Record._fields, buffers, record):
-        idx = t_draw if name in ("position", "divergence_position") else t_all
-        out[name] = buf.at[idx].set(val, mode="drop")
-    return Record(**out)
-
-
 def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -260,43 +229,113 @@ def _select(pred, new, old):
 # --- drivers: vmap over lanes, loops -------------------------------------------------------
 
 
-def _run_independent(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
-    """One while loop; each lane runs its own transitions back to back.
+def _empty_task_records(n_tasks: int, d: int, dtype, config: RunConfig) -> Record:
+    n, nd = config.total, config.draws
+    return Record(
+        position=jnp.zeros((n_tasks, nd, d), dtype),
+        accept_stat=jnp.zeros((n_tasks, n), dtype),
+        diverging=jnp.zeros((n_tasks, n), bool),
+        divergence_position=jnp.zeros((n_tasks, nd, d), dtype),
+        tree_depth=jnp.zeros((n_tasks, n), jnp.int32),
+        n_steps=jnp.zeros((n_tasks, n), jnp.int32),
+        energy=jnp.zeros((n_tasks, n), dtype),
+        step_size=jnp.zeros((n_tasks, n), dtype),
+    )
 
-    The draw buffers are written outside the conditional (a scatter whose unfinished
-    lanes write out of range and are dropped): as operands of `lax.cond` they would be
-    copied on every iteration.
+
+def _write_tasks(buffers: Record, record: Record, task, t, keep, config: RunConfig) -> Record:
+    """Store each lane's record at (task, t) where `keep`; other writes go out of range
+    and are dropped, so no buffer is ever copied or selected whole."""
+    n_tasks = buffers.accept_stat.shape[0]
+    row = jnp.where(keep, task, n_tasks)
+    t_draw = jnp.where(t >= config.warmup, t - config.warmup, config.draws)
+    out = {}
+    for name, buf, val in zip(Record._fields, buffers, record):
+        col = t_draw if name in ("position", "divergence_position") else t
+        out[name] = buf.at[row, col].set(val, mode="drop")
+    return Record(**out)
+
+
+def _take(tree, idx):
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig):
+    """A pool of `n_lanes` lanes works through the tasks (one chain of one model each).
+
+    One while loop: every iteration advances every busy lane by one leapfrog step. A lane
+    whose transition ends records it, adapts at its own iteration count and starts its
+    next transition in the same iteration; a lane whose task has all its draws takes the
+    next task from the queue. No lane waits for another's longer trajectory, and with
+    more tasks than lanes no lane idles until the queue is empty. A task's draws depend
+    only on its key and data, not on the lane that runs it.
+
+    The draw buffers are written outside the conditionals (scatters whose unkept writes
+    fall out of range): as operands of `lax.cond` they would be copied every iteration.
     """
+    n_tasks = words.shape[0]
+    init = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, config))
     advance = jax.vmap(lambda ln, d, p: _advance(ln, d, p, config))
     finish = jax.vmap(lambda ln: _finish(ln, config))
-    write = jax.vmap(lambda buf, rec, t, keep: _write(buf, rec, t, keep, config))
-    buffers = jax.vmap(lambda ln: _empty_records(ln, config))(lanes)
+    first = jnp.arange(n_lanes)
+    lane_data, lane_prior = _take(data, first), _take(prior, first)
+    lanes = init(words[:n_lanes], target[:n_lanes], lane_data, lane_prior)
+    d = lanes.chain.position.shape[-1]
+    dtype = lanes.chain.position.dtype
+    buffers = _empty_task_records(n_tasks, d, dtype, config)
+    final = (jnp.zeros((n_tasks,), dtype), jnp.zeros((n_tasks, d), dtype))
 
     def restart_where_finished(args):
-        lanes, chain, info, finished = args
+        lanes, chain, info, finished, lane_data, lane_prior = args
 
-        def one(ln, ch, inf, fin, d, p):
-            return _select(fin, _restart(ln, ch, inf, d, p, config), ln)
+        def one(ln, ch, inf, fin, dd, pp):
+            return _select(fin, _restart(ln, ch, inf, dd, pp, config), ln)
 
-        return jax.vmap(one)(lanes, chain, info, finished, data, prior)
+        return jax.vmap(one)(lanes, chain, info, finished, lane_data, lane_prior)
+
+    def take_next_tasks(args):
+        lanes, lane_data, lane_prior, new_task, starting = args
+        idx = jnp.minimum(new_task, n_tasks - 1)
+        nd, npr = _take(data, idx), _take(prior, idx)
+        fresh = init(words[idx], target[idx], nd, npr)
+        pick = jax.vmap(_select)
+        return pick(starting, fresh, lanes), pick(starting, nd, lane_data), pick(starting, npr, lane_prior)
 
     def cond(carry):
-        return jnp.any(carry[0].t < config.total)
+        return jnp.any(carry[3] < n_tasks)
 
     def body(carry):
-        lanes, buffers, n_iter = carry
-        active = lanes.t < config.total
-        lanes = jax.vmap(_select)(active, advance(lanes, data, prior), lanes)
-        finished = lanes.trans.done & active
+        lanes, lane_data, lane_prior, task, next_task, buffers, final, n_iter = carry
+        busy = task < n_tasks
+        lanes = jax.vmap(_select)(busy, advance(lanes, lane_data, lane_prior), lanes)
+        finished = lanes.trans.done & busy
         chain, info, record = finish(lanes)
-        buffers = write(buffers, record, lanes.t, finished)
+        buffers = _write_tasks(buffers, record, task, lanes.t, finished, config)
         lanes = jax.lax.cond(
-            jnp.any(finished), restart_where_finished, lambda a: a[0], (lanes, chain, info, finished)
+            jnp.any(finished), restart_where_finished, lambda a: a[0],
+            (lanes, chain, info, finished, lane_data, lane_prior),
         )
-        return lanes, buffers, n_iter + 1
+        # Tasks that just recorded their last draw: keep their adapted settings, then
+        # hand their lanes the next tasks in queue order.
+        completed = finished & (lanes.t >= config.total)
+        row = jnp.where(completed, task, n_tasks)
+        final = (final[0].at[row].set(lanes.adapt.step_size, mode="drop"),
+                 final[1].at[row].set(lanes.adapt.inverse_mass, mode="drop"))
+        n_done = completed.astype(jnp.int32)
+        new_task = jnp.where(completed, next_task + jnp.cumsum(n_done, dtype=jnp.int32) - 1, task)
+        next_task = next_task + jnp.sum(n_done, dtype=jnp.int32)
+        starting = completed & (new_task < n_tasks)
+        lanes, lane_data, lane_prior = jax.lax.cond(
+            jnp.any(starting), take_next_tasks, lambda a: a[:3],
+            (lanes, lane_data, lane_prior, new_task, starting),
+        )
+        return lanes, lane_data, lane_prior, new_task, next_task, buffers, final, n_iter + 1
 
-    lanes, buffers, n_iter = jax.lax.while_loop(cond, body, (lanes, buffers, jnp.zeros((), jnp.int32)))
-    return lanes, buffers, n_iter
+    carry = (lanes, lane_data, lane_prior, first.astype(jnp.int32), jnp.asarray(n_lanes, jnp.int32),
+             buffers, final, jnp.zeros((), jnp.int32))
+    carry = jax.lax.while_loop(cond, body, carry)
+    buffers, (step_size, inverse_mass), n_iter = carry[5], carry[6], carry[7]
+    return buffers, step_size, inverse_mass, n_iter
 
 
 def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
@@ -330,18 +369,25 @@ def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
 
 
 def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
-    """All lanes (model x chain, flattened outside) -> per-lane results.
+    """All tasks (model x chain, flattened outside) -> per-task results.
 
     The program has no model axis: XLA specializes a size-1 model axis, which changes
     rounding, so flattening outside keeps a model's draws bitwise independent of how
     many other models share its batch.
     """
-    lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(lane_keys, lane_target, lane_data, lane_prior)
-    driver = _run_independent if config.driver == "independent" else _run_synchronized
-    lanes, recs, n_iter = driver(lanes, lane_data, lane_prior, config)
+    words = jax.vmap(counter_rng.key_words)(lane_keys)
+    n_tasks = words.shape[0]
+    if config.driver == "independent":
+        n_lanes = n_tasks if config.max_lanes is None else max(2, min(n_tasks, config.max_lanes))
+        recs, step_size, inverse_mass, n_iter = _run_independent(
+            words, lane_target, lane_data, lane_prior, n_lanes, config)
+    else:
+        lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(words, lane_target, lane_data, lane_prior)
+        lanes, recs, n_iter = _run_synchronized(lanes, lane_data, lane_prior, config)
+        step_size, inverse_mass = lanes.adapt.step_size, lanes.adapt.inverse_mass
     out = {name: val for name, val in zip(Record._fields, recs)}
-    out["final_step_size"] = lanes.adapt.step_size
-    out["inverse_mass"] = lanes.adapt.inverse_mass
+    out["final_step_size"] = step_size
+    out["inverse_mass"] = inverse_mass
     return out, n_iter
 
 
@@ -390,8 +436,9 @@ def run(keys, data, prior, config: RunConfig):
     """Run the compiled program for a batch of models; returns (numpy results, timing).
 
     keys (M,), data arrays (M, J_pad), prior arrays (M,); results shaped (M, chains, ...).
-    timing also holds `loop_iterations`: iterations of the leapfrog loop, the work every
-    lane paid for (the useful-step share is sum(n_steps) / (loop_iterations * lanes)).
+    timing also holds `loop_iterations`, the trips through the leapfrog loop, and `lanes`,
+    the lanes each trip advanced: the useful-step share is sum(n_steps) / (loop_iterations
+    * lanes).
     """
     _enable_persistent_cache()
     n_models = int(keys.shape[0])
@@ -417,7 +464,9 @@ def run(keys, data, prior, config: RunConfig):
     out, n_iter = jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
     out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
-    return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(n_iter)}
+    n_tasks = int(args[0].shape[0])
+    pool = n_tasks if config.driver != "independent" or config.max_lanes is None else max(2, min(n_tasks, config.max_lanes))
+    return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(n_iter), "lanes": pool}
 
 
 def _resolve_dtype(dtype):

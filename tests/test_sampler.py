@@ -159,3 +159,24 @@ def test_bad_arguments():
         hnnjax.sample(SCHOOLS, chains=0)
     with pytest.raises(ValueError, match=r"sigma\[0\]"):
         hnnjax.sample(([1.0], [0.0]))
+
+
+def test_task_queue_pool_changes_nothing_but_waste():
+    """A pool of fewer lanes than tasks gives bit-identical draws, and wastes fewer steps."""
+    other = hnnjax.GroupData([1.0, 50.0, -20.0], [3.0, 2.0, 8.0])
+    data = hnnjax.data.stack([other, SCHOOLS, other, SCHOOLS, other, SCHOOLS], 8)
+    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], 6, 0), hnnjax.Prior.default())
+    keys = sampler.model_keys(0, range(6))
+    runs = {}
+    for pool in (None, 3, 7):
+        config = sampler.RunConfig(chains=4, warmup=100, draws=50, max_lanes=pool)
+        runs[pool] = sampler.run(keys, data, prior, config)
+    for pool in (3, 7):
+        assert runs[pool][1]["lanes"] == pool
+        for name in runs[None][0]:
+            np.testing.assert_array_equal(runs[pool][0][name], runs[None][0][name])
+    share = {p: runs[p][0]["n_steps"].sum() / (runs[p][1]["loop_iterations"] * runs[p][1]["lanes"]) for p in runs}
+    assert share[3] > share[None]
+    # and model 3 of the batch is what sample(model_id=3) draws
+    fit = hnnjax.sample(SCHOOLS, model_id=3, seed=0, chains=4, warmup=100, draws=50)
+    np.testing.assert_array_equal(fit.stats["n_steps"], runs[3][0]["n_steps"][3][:, 100:])
