@@ -4,6 +4,7 @@ from . import datasets, diagnostics
 from .data import Data, GroupData, bucket_size
 from .exact import exact
 from .fit import Fit
+from .chees import ChEES
 from .hmc import HMC
 from .model import Flat, HalfCauchy, HalfNormal, Normal, Prior
 from .nuts import NUTS
@@ -11,7 +12,7 @@ from .sampler import sample
 from .table import Table
 
 __all__ = [
-    "sample", "exact", "Fit", "Table", "NUTS", "HMC",
+    "sample", "exact", "Fit", "Table", "NUTS", "HMC", "ChEES",
     "Data", "GroupData", "bucket_size", "datasets", "diagnostics",
     "Prior", "Normal", "Flat", "HalfCauchy", "HalfNormal",
 ]

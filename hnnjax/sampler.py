@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import adaptation, counter_rng, hmc, model, nuts
+from . import adaptation, chees, counter_rng, hmc, model, nuts
 from .data import Data
 from .integrators import kinetic_energy, leapfrog, sample_momentum, IntegratorState
 from .model import Prior
@@ -43,7 +43,7 @@ from .nuts import ChainState, Info
 
 __all__ = ["sample", "RunConfig", "run", "model_keys", "KERNELS", "resolve_kernel"]
 
-KERNELS = {"nuts": nuts.NUTS, "hmc": hmc.HMC}
+KERNELS = {"nuts": nuts.NUTS, "hmc": hmc.HMC, "chees": chees.ChEES}
 DRIVERS = ("independent", "synchronized")
 
 
@@ -59,7 +59,7 @@ def resolve_kernel(kernel) -> Any:
 
 
 def _kernel_module(kernel):
-    return nuts if isinstance(kernel, nuts.NUTS) else hmc
+    return nuts if isinstance(kernel, nuts.NUTS) else hmc  # ChEES runs HMC transitions
 
 
 @dataclass(frozen=True)
@@ -368,6 +368,77 @@ def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
     return lanes, recs, n_iter
 
 
+def _run_chees(words, target, data, prior, config: RunConfig):
+    """ChEES-HMC: a scan over iterations; the chains of a model share eps and T.
+
+    Warmup: every iteration runs jittered HMC with n_t = ceil(u_t T / eps) steps for all
+    chains of a model, then `chees.update` adapts T (Adam on the ChEES criterion) and eps
+    (dual averaging on the harmonic-mean acceptance) from all chains together; at the ends
+    of Stan's slow windows the diagonal metric becomes the cross-chain variance estimate
+    and dual averaging restarts. Sampling uses the averaged (eps, T) of `chees.final`.
+    """
+    C = config.chains
+    n_tasks = words.shape[0]
+    M = n_tasks // C
+    kc = config.kernel
+    hmc_config = hmc.HMC(num_steps=1, max_delta=kc.max_delta)
+    by_model = lambda a: a.reshape((M, C) + a.shape[1:])  # noqa: E731
+    by_lane = lambda a: jnp.repeat(a, C, axis=0)  # noqa: E731
+    hmc_run = dataclasses.replace(config, kernel=hmc_config)
+    lanes = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, hmc_run))(words, target, data, prior)
+    live = jax.vmap(config.target.live)(data)
+    eps0 = jnp.exp(jnp.mean(by_model(jnp.log(lanes.adapt.step_size)), axis=1))
+    state = jax.vmap(chees.init)(eps0, by_model(lanes.chain.position), by_model(live)[:, 0])
+    dtype = eps0.dtype
+    schedule = _schedule(config)
+    ldg_lane = lambda d, p: _logdensity_and_grad(config, d, p)  # noqa: E731
+
+    def transition(chain, key, eps, minv, n, d, p):
+        ldg = ldg_lane(d, p)
+        tr = hmc.init(key, chain, eps, minv, hmc_config, num_steps=n)
+        tr = jax.lax.while_loop(lambda s: ~s.done, lambda s: hmc.advance(s, eps, minv, ldg, hmc_config), tr)
+        new, info = hmc.finish(tr, minv)
+        return new, info, tr.state.position, tr.state.momentum
+
+    step_all = jax.vmap(transition)
+
+    def body(carry, t):
+        chain, state, minv, frozen = carry
+        in_warmup = t < config.warmup
+        eps_w, eps_f = jax.vmap(chees.step_size)(state), frozen[0]
+        eps = jnp.where(in_warmup, eps_w, eps_f)
+        n_w = jax.vmap(lambda s: chees.num_steps(s, t, kc.max_steps))(state)
+        n_f = jax.vmap(lambda e, T: chees.steps_for(e, T, t, kc.max_steps))(*frozen)
+        n = jnp.where(in_warmup, n_w, n_f)
+        keys = jax.vmap(lambda w: _transition_key(w, t))(words)
+        new, info, x_prop, p_prop = step_all(chain, keys, by_lane(eps), by_lane(minv), by_lane(n), data, prior)
+        upd = jax.vmap(lambda s, xp, xq, pq, a, dv, mi, tg: chees.update(
+            s, t, xp, xq, pq, a, dv, mi, tg, kc.learning_rate, kc.max_steps))(
+            state, by_model(chain.position), by_model(x_prop), by_model(p_prop),
+            by_model(info.accept_stat), by_model(info.diverging), minv, by_model(target)[:, 0])
+        tt = jnp.minimum(t, schedule.window_end.shape[0] - 1)
+        window_end = schedule.window_end[tt] & in_warmup
+        new_minv = jnp.where(window_end, jax.vmap(chees.inverse_mass)(upd), minv)
+        restarted = jax.vmap(lambda s: adaptation.dual_averaging_init(chees.step_size(s)))(upd)
+        upd = upd._replace(dual=jax.tree.map(lambda a, b: jnp.where(window_end, a, b), restarted, upd.dual))
+        state = jax.tree.map(lambda a, b: jnp.where(in_warmup, a, b), upd, state)
+        final = jax.vmap(lambda s: chees.final(s, kc.max_steps))(state)
+        frozen = jax.tree.map(lambda a, b: jnp.where(t == config.warmup - 1, a, b), final, frozen)
+        rec = Record(new.position, info.accept_stat, info.diverging, info.divergence_position,
+                     info.tree_depth, info.n_steps, info.energy, by_lane(eps))
+        return (new, state, new_minv, frozen), rec
+
+    minv0 = by_model(live)[:, 0]
+    frozen0 = jax.vmap(lambda s: chees.final(s, kc.max_steps))(state)
+    (chain, state, minv, frozen), recs = jax.lax.scan(
+        body, (lanes.chain, state, minv0, frozen0), jnp.arange(config.total, dtype=jnp.int32))
+    n_iter = jnp.sum(jnp.max(recs.n_steps, axis=1))
+    recs = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), recs)
+    recs = recs._replace(position=recs.position[:, config.warmup:],
+                         divergence_position=recs.divergence_position[:, config.warmup:])
+    return recs, by_lane(frozen[0]).astype(dtype), by_lane(minv), n_iter
+
+
 def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
     """All tasks (model x chain, flattened outside) -> per-task results.
 
@@ -377,7 +448,9 @@ def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config:
     """
     words = jax.vmap(counter_rng.key_words)(lane_keys)
     n_tasks = words.shape[0]
-    if config.driver == "independent":
+    if isinstance(config.kernel, chees.ChEES):
+        recs, step_size, inverse_mass, n_iter = _run_chees(words, lane_target, lane_data, lane_prior, config)
+    elif config.driver == "independent":
         n_lanes = n_tasks if config.max_lanes is None else max(2, min(n_tasks, config.max_lanes))
         recs, step_size, inverse_mass, n_iter = _run_independent(
             words, lane_target, lane_data, lane_prior, n_lanes, config)

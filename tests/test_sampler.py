@@ -180,3 +180,31 @@ def test_task_queue_pool_changes_nothing_but_waste():
     # and model 3 of the batch is what sample(model_id=3) draws
     fit = hnnjax.sample(SCHOOLS, model_id=3, seed=0, chains=4, warmup=100, draws=50)
     np.testing.assert_array_equal(fit.stats["n_steps"], runs[3][0]["n_steps"][3][:, 100:])
+
+
+def test_chees_matches_exact_and_wastes_no_step():
+    """ChEES-HMC: all chains of a model share eps and the jittered length, so the lanes of a
+    model never wait for each other (useful-step share 1 for one model)."""
+    fit = hnnjax.sample(SCHOOLS, kernel="chees", chains=16, warmup=500, draws=500, seed=2)
+    z = _z_scores(fit, EXACT)
+    assert np.all(np.abs(z) < 4), z
+    assert fit.summary()["r_hat"].max() < 1.01
+    assert fit.useful_step_share > 0.999
+    assert np.all(fit.stats["n_steps"] == fit.stats["n_steps"][:1])  # lock step within the model
+    assert np.unique(fit.step_size).size == 1
+
+
+def test_chees_batch_models_adapt_their_own_length():
+    other = hnnjax.GroupData([30.0, -25.0, 10.0, 45.0], [2.0, 3.0, 2.5, 4.0])  # large tau: long trajectories
+    data = hnnjax.data.stack([SCHOOLS, other], 8)
+    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], 2, 0), hnnjax.Prior.default())
+    config = sampler.RunConfig(kernel=hnnjax.ChEES(), chains=16, warmup=500, draws=500)
+    out, timing = sampler.run(sampler.model_keys(0, [0, 1]), data, prior, config)
+    steps = out["n_steps"][:, :, 500:].mean(axis=(1, 2))
+    assert steps[0] != steps[1]  # each model its own step size and length
+    pos = out["position"][0][..., :10]
+    mu, tau, theta = (np.asarray(a) for a in hnnjax.model.constrain(pos, "noncentered"))
+    x = np.concatenate([mu[None], tau[None], np.moveaxis(theta, -1, 0)])
+    truth = np.r_[EXACT.mean["mu"], EXACT.mean["tau"], EXACT.mean["theta"]]
+    z = (x.mean(axis=(1, 2)) - truth) / np.asarray(diagnostics.mcse_mean(jnp.asarray(x)))
+    assert np.all(np.abs(z) < 4), z
