@@ -72,17 +72,20 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--drivers", default="independent,synchronized")
+    p.add_argument("--max-lanes", default="", help="comma list of lane-pool sizes for the multi-model cases (queue)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     rows = []
     cases = [(1, int(c)) for c in args.chains.split(",") if c] + [(int(m), 4) for m in args.models.split(",") if m]
+    pools = [None] + [int(x) for x in args.max_lanes.split(",") if x]
     for n_models, chains in cases:
         for driver in args.drivers.split(","):
-            row = measure(n_models, chains, driver, args.warmup, args.draws)
-            rows.append(row)
-            print(f"{n_models:6d} models x {chains:5d} chains  {driver:13s} useful share {row['useful_share']:.3f}  "
-                  f"loop iters {row['loop_iterations']:7d}  mean/max steps per chain {row['mean_steps_per_chain']:.0f}/"
-                  f"{row['max_steps_per_chain']}  run {row['run_s']:.1f} s", flush=True)
+            for pool in pools if (n_models > 1 and driver == "independent") else [None]:
+                row = measure(n_models, chains, driver, args.warmup, args.draws, max_lanes=pool)
+                rows.append(row)
+                print(f"{n_models:6d} models x {chains:5d} chains  {driver:13s} lanes {row['lanes']:5d}  "
+                      f"useful share {row['useful_share']:.3f}  loop iters {row['loop_iterations']:7d}  "
+                      f"run {row['run_s']:.1f} s", flush=True)
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    f"paid_share-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}.json")
     with open(out, "w") as fh:
