@@ -25,11 +25,36 @@ Details, all as in Stan:
 - Acceptance statistic for adaptation: mean of min(1, exp(H0 - H)) over every leapfrog
   state computed in the transition, including those of a discarded subtree.
 
-Checkpoints (why the (max_depth+1, d) arrays): leaf i of a subtree closes the binary-tree
-nodes of size 2^m with (i + 1) % 2^m == 0. For each level m the state keeps the momentum at
-the start of the open node, the running momentum sum before it, and the momentum at the
-end of the last closed node, which are exactly what the three criteria need when a node
-closes.
+Checkpoints, one row per leaf. Leaf i (0-based) of a subtree closes the binary-tree nodes
+of levels m = 1..t(i), t(i) = the number of trailing one bits of i; the level-m node closing
+at i starts at leaf s_m = i + 1 - 2^m, its right half at s_(m-1) (s_0 = i) and its left half
+ends at leaf i - 2^(m-1). The three criteria on that node need the momentum at s_m and at
+s_(m-1), the momentum sum before s_m and before s_(m-1), and the momentum at i - 2^(m-1).
+- `ckpt[popcount(i)]` = (p_i, momentum sum before i), written by every leaf. popcount(s_m) =
+  popcount(i) - m for m = 0..t(i), and no leaf between s_m and i writes that row (any leaf
+  s_m < j <= i has popcount(j) = popcount(s_m) + popcount(j - s_m) > popcount(s_m)): the
+  closing checks read rows popcount(i) - m (NumPyro's scheme, extended to Stan's extra checks).
+- `ckpt_end[t(i)]` = p_i. Leaf i - 2^(m-1) has exactly m - 1 trailing ones and no leaf after
+  it up to i has, so `ckpt_end[m - 1]` is the end of the left half of the level-m node.
+So a leaf writes one row of each (a dynamic-update-slice, O(d)) instead of selecting over all
+levels, with the same values and arithmetic as a per-level table (same draws, bit for bit in
+the benchmarks). The checks on the closing levels are computed either for all K = max_depth -
+1 levels at once, masked (one fused kernel; d < LOOP_CHECKS_MIN_DIM), or in a loop over the
+closing levels only (O(d) per closing level, one on average; large d, where the all-levels
+check cost several times the gradient).
+
+Layout (why so few arrays): XLA on CPU turns every array that a loop iteration rewrites into
+its own kernel (it does not fuse several outputs into one kernel), and a while-loop body runs
+its kernels one after the other only if every buffer it touches is <= 512 bytes (otherwise
+each kernel goes through a thread pool, ~1 us per hand-off on a busy 2-core machine): see
+`ThunkExecutor` in openxla/xla, xla/backends/cpu/runtime/thunk_executor.h. The checkpoints
+are (lanes, max_depth, d), which is over 512 bytes for 4 lanes of d = 10, so a vmapped loop of
+this kernel cannot meet that threshold; what is left is fewer kernels and less copying. So the
+state is packed: both trajectory edges (position, momentum, gradient) in one (2, 3, d) array,
+the trajectory and subtree proposals in one (2, 2, d), the momentum sums, the near edge's
+momentum and the divergence position in one (4, d), the scalars in one float, one int and
+one bool vector. `TreeState` has read-only views with the old names (`left`, `right`,
+`proposal`, `depth`, `n_steps`, `done`, ...).
 """
 
 from __future__ import annotations
@@ -82,34 +107,74 @@ class Proposal(NamedTuple):
     energy: jax.Array
 
 
+# Index of each scalar in TreeState.floats.
+_F_ENERGY0, _F_LOG_W, _F_SUB_LOG_W, _F_SUM_ACCEPT, _F_LP_LEFT, _F_LP_RIGHT = range(6)
+_F_PROP_LP, _F_PROP_ENERGY, _F_SUB_LP, _F_SUB_ENERGY = range(6, 10)
+_N_FLOATS = 10
+# Rows of TreeState.vecs.
+_V_RHO, _V_SUB_RHO, _V_P_NEAR, _V_DIV_POS = range(4)
+
+
 class TreeState(NamedTuple):
+    """The state of one transition, packed into few arrays (see the module docstring).
+
+    Named views (`left`, `right`, `proposal`, `depth`, `done`, ...) read the packed fields;
+    they index from the end, so they also work on a batch of trees (leading lane axis).
+    """
+
     key: jax.Array  # two uint32 words for the per-leaf counter-based uniforms
-    energy0: jax.Array
-    left: IntegratorState
-    right: IntegratorState
-    proposal: Proposal
-    log_weight: jax.Array
-    rho: jax.Array
-    directions: jax.Array  # +1/-1 for each depth, drawn at the start
-    depth: jax.Array
-    leaf: jax.Array
-    p_near: jax.Array  # momentum at the trajectory's edge that the current subtree extends
-    sub_proposal: Proposal
-    sub_log_weight: jax.Array
-    sub_rho: jax.Array
-    ckpt_p_start: jax.Array
-    ckpt_rho_before: jax.Array
-    ckpt_p_end: jax.Array
-    sum_accept: jax.Array
-    n_steps: jax.Array
-    diverging: jax.Array
-    divergence_position: jax.Array
-    done: jax.Array
+    directions: jax.Array  # (max_depth,) +1/-1 for each depth, drawn at the start
+    ints: jax.Array  # (3,) int32: depth, leaf (index in the current subtree), n_steps
+    flags: jax.Array  # (2,) bool: diverging, done
+    floats: jax.Array  # (_N_FLOATS,) the scalars, indexed by the _F_* constants
+    edges: jax.Array  # (2, 3, d): [left, right] x [position, momentum, grad]
+    props: jax.Array  # (2, 2, d): [proposal, subtree proposal] x [position, grad]
+    vecs: jax.Array  # (4, d): rho, sub_rho, p_near, divergence_position
+    ckpt: jax.Array  # (max_depth, 2, d): [momentum, momentum sum before] by popcount
+    ckpt_end: jax.Array  # (max_depth, d): momentum at the end of a node, by trailing ones
+
+    # --- views ---------------------------------------------------------------------------
+    depth = property(lambda self: self.ints[..., 0])
+    leaf = property(lambda self: self.ints[..., 1])
+    n_steps = property(lambda self: self.ints[..., 2])
+    diverging = property(lambda self: self.flags[..., 0])
+    done = property(lambda self: self.flags[..., 1])
+    energy0 = property(lambda self: self.floats[..., _F_ENERGY0])
+    log_weight = property(lambda self: self.floats[..., _F_LOG_W])
+    sub_log_weight = property(lambda self: self.floats[..., _F_SUB_LOG_W])
+    sum_accept = property(lambda self: self.floats[..., _F_SUM_ACCEPT])
+    rho = property(lambda self: self.vecs[..., _V_RHO, :])
+    sub_rho = property(lambda self: self.vecs[..., _V_SUB_RHO, :])
+    p_near = property(lambda self: self.vecs[..., _V_P_NEAR, :])
+    divergence_position = property(lambda self: self.vecs[..., _V_DIV_POS, :])
+
+    def _edge(self, k, lp):
+        e = self.edges
+        return IntegratorState(e[..., k, 0, :], e[..., k, 1, :], self.floats[..., lp], e[..., k, 2, :])
+
+    def _proposal(self, k, lp, energy):
+        q = self.props
+        return Proposal(q[..., k, 0, :], self.floats[..., lp], q[..., k, 1, :], self.floats[..., energy])
+
+    left = property(lambda self: self._edge(0, _F_LP_LEFT))
+    right = property(lambda self: self._edge(1, _F_LP_RIGHT))
+    proposal = property(lambda self: self._proposal(0, _F_PROP_LP, _F_PROP_ENERGY))
+    sub_proposal = property(lambda self: self._proposal(1, _F_SUB_LP, _F_SUB_ENERGY))
 
 
 def _continues(p_sharp_a, p_sharp_b, rho):
     """Generalized no-U-turn criterion (Betancourt 2017, eq. A.13): True while not turning."""
     return (jnp.sum(p_sharp_a * rho, -1) > 0) & (jnp.sum(p_sharp_b * rho, -1) > 0)
+
+
+# Dimension from which the U-turn checks loop over the closing levels instead of checking
+# all levels at once (module docstring); read when `advance` is traced.
+LOOP_CHECKS_MIN_DIM = 64
+
+
+def _n_levels(config: NUTS) -> int:
+    """K: the subtree levels m = 1..K that can close (a subtree has depth <= max_depth - 1)."""
+    return max(config.max_depth - 1, 1)
 
 
 def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeState:
@@ -119,39 +184,70 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeS
     """
     del step_size
     dtype = chain.position.dtype
-    z = counter_rng.normal(key, jnp.arange(inverse_mass.shape[-1]), 0, dtype)
+    d = inverse_mass.shape[-1]
+    z = counter_rng.normal(key, jnp.arange(d), 0, dtype)
     p0 = sample_momentum(z, inverse_mass)
     energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
-    start = IntegratorState(chain.position, p0, chain.logdensity, chain.grad)
     dir_bits, _ = counter_rng.bits(key, jnp.arange(config.max_depth), 1)
     directions = jnp.where((dir_bits >> 31) == 1, 1, -1).astype(jnp.int32)
-    levels = jnp.zeros((config.max_depth + 1,) + p0.shape, dtype)
     zero = jnp.zeros((), dtype)
-    proposal = Proposal(chain.position, chain.logdensity, chain.grad, energy0)
+    lp = chain.logdensity.astype(dtype)
+    floats = jnp.stack([energy0, zero, jnp.full((), -jnp.inf, dtype), zero, lp, lp, lp, energy0, lp, energy0])
+    edge = jnp.stack([chain.position, p0, chain.grad])
+    prop = jnp.stack([chain.position, chain.grad])
     return TreeState(
         key=counter_rng.derive(key, 0, 2),
-        energy0=energy0,
-        left=start,
-        right=start,
-        proposal=proposal,
-        log_weight=zero,
-        rho=p0,
         directions=directions,
-        depth=jnp.zeros((), jnp.int32),
-        leaf=jnp.zeros((), jnp.int32),
-        p_near=p0,
-        sub_proposal=proposal,
-        sub_log_weight=jnp.full((), -jnp.inf, dtype),
-        sub_rho=jnp.zeros_like(p0),
-        ckpt_p_start=levels,
-        ckpt_rho_before=levels,
-        ckpt_p_end=levels,
-        sum_accept=zero,
-        n_steps=jnp.zeros((), jnp.int32),
-        diverging=jnp.zeros((), bool),
-        divergence_position=jnp.zeros_like(chain.position),
-        done=jnp.zeros((), bool),
+        ints=jnp.zeros((3,), jnp.int32),
+        flags=jnp.zeros((2,), bool),
+        floats=floats,
+        edges=jnp.stack([edge, edge]),
+        props=jnp.stack([prop, prop]),
+        vecs=jnp.stack([p0, jnp.zeros_like(p0), p0, jnp.zeros_like(chain.position)]),
+        ckpt=jnp.zeros((config.max_depth, 2, d), dtype),
+        ckpt_end=jnp.zeros((config.max_depth, d), dtype),
     )
+
+
+def _popcount(x):
+    return jax.lax.population_count(x)
+
+
+def _node_ok(start_m, before_m, start_h, before_h, end_h, p, rho_sub, sharp):
+    """The three criteria on the level-m node closing at this leaf (h = m - 1, its halves):
+    the whole node; the left half plus the first state of the right half; the right half
+    plus the last state of the left half. Arrays may carry a leading level axis."""
+    return (
+        _continues(sharp(start_m), sharp(p), rho_sub - before_m)
+        & _continues(sharp(start_m), sharp(start_h), before_h - before_m + start_h)
+        & _continues(sharp(end_h), sharp(p), rho_sub - before_h + end_h)
+    )
+
+
+def _turning_vectorized(ckpt, ckpt_end, K, pc, top, p, rho_sub, sharp):
+    """Any node of levels 1..top turning: all K levels at once, masked (small d)."""
+    # window[k] = checkpoint of popcount index pc - k: the start of the level-k node closing
+    # here (clipped at 0 for the levels that do not close, which are masked).
+    window = ckpt[jnp.maximum(pc - jnp.arange(K + 1), 0)]
+    node_ok = _node_ok(window[1:, 0], window[1:, 1], window[:-1, 0], window[:-1, 1], ckpt_end[:K], p, rho_sub, sharp)
+    return jnp.any((jnp.arange(1, K + 1) <= top) & ~node_ok)
+
+
+def _turning_loop(ckpt, ckpt_end, K, pc, top, p, rho_sub, sharp):
+    """Any node of levels 1..top turning: a loop over the closing levels only (large d),
+    O(d) per closing level instead of O(K d) per leaf; stops at the first turning node."""
+
+    def cond(c):
+        m, ok = c
+        return ok & (m <= top)
+
+    def body(c):
+        m, _ = c
+        row_m, row_h = ckpt[pc - m], ckpt[pc - m + 1]
+        return m + 1, _node_ok(row_m[0], row_m[1], row_h[0], row_h[1], ckpt_end[m - 1], p, rho_sub, sharp)
+
+    _, ok = jax.lax.while_loop(cond, body, (jnp.ones((), jnp.int32), jnp.ones((), bool)))
+    return ~ok
 
 
 def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, config: NUTS) -> TreeState:
@@ -159,93 +255,94 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
 
     Must not be called once `tree.done` is set (drivers mask it out).
     """
-    forward = tree.directions[tree.depth] > 0
-    edge = jax.tree.map(lambda r, l: jnp.where(forward, r, l), tree.right, tree.left)
+    K = _n_levels(config)
+    f = tree.floats
+    depth, i, n_prev = tree.ints[0], tree.ints[1], tree.ints[2]
+    forward = tree.directions[depth] > 0
+    edge_arr = jnp.where(forward, tree.edges[1], tree.edges[0])
+    edge = IntegratorState(edge_arr[0], edge_arr[1], jnp.where(forward, f[_F_LP_RIGHT], f[_F_LP_LEFT]), edge_arr[2])
     new = leapfrog(edge, jnp.where(forward, step_size, -step_size), inverse_mass, logdensity_and_grad)
     p = new.momentum
     energy = -new.logdensity + kinetic_energy(p, inverse_mass)
-    delta = energy - tree.energy0
+    delta = energy - f[_F_ENERGY0]
     delta = jnp.where(jnp.isnan(delta), jnp.inf, delta)
     diverging = delta > config.max_delta
     log_w = -delta
-    n_steps = tree.n_steps + 1
-    sum_accept = tree.sum_accept + jnp.exp(jnp.minimum(log_w, 0.0))
-    left = jax.tree.map(lambda n, o: jnp.where(forward, o, n), new, tree.left)
-    right = jax.tree.map(lambda n, o: jnp.where(forward, n, o), new, tree.right)
+    n_steps = n_prev + 1
+    sum_accept = f[_F_SUM_ACCEPT] + jnp.exp(jnp.minimum(log_w, 0.0))
+    side = jnp.arange(2) == forward.astype(jnp.int32)  # the edge that moves: [left, right]
+    edges = jnp.where(side[:, None, None], jnp.stack([new.position, p, new.grad])[None], tree.edges)
+    lp_left = jnp.where(forward, f[_F_LP_LEFT], new.logdensity)
+    lp_right = jnp.where(forward, new.logdensity, f[_F_LP_RIGHT])
 
     # Progressive uniform sampling of the subtree's proposal.
     u_leaf, u_merge = counter_rng.uniform(tree.key, jnp.stack([2 * n_steps, 2 * n_steps + 1]), 0, p.dtype)
-    sub_log_weight = jnp.logaddexp(tree.sub_log_weight, log_w)
+    sub_log_weight = jnp.logaddexp(f[_F_SUB_LOG_W], log_w)
     take = jnp.log(u_leaf) < log_w - sub_log_weight
-    leaf_prop = Proposal(new.position, new.logdensity, new.grad, energy)
-    sub_proposal = jax.tree.map(lambda n, o: jnp.where(take, n, o), leaf_prop, tree.sub_proposal)
+    sub_xg = jnp.where(take, jnp.stack([new.position, new.grad]), tree.props[1])
+    sub_lp = jnp.where(take, new.logdensity, f[_F_SUB_LP])
+    sub_energy = jnp.where(take, energy, f[_F_SUB_ENERGY])
 
-    # U-turn checks on every binary-tree node that this leaf closes.
-    i, depth = tree.leaf, tree.depth
-    levels = jnp.arange(config.max_depth + 1)
-    size = jnp.left_shift(1, levels)
-    in_tree = levels <= depth
-    opens = ((i % size) == 0) & in_tree
-    closes = (((i + 1) % size) == 0) & in_tree
-    rho_sub = tree.sub_rho + p
-    p_start = jnp.where(opens[:, None], p, tree.ckpt_p_start)
-    rho_before = jnp.where(opens[:, None], tree.sub_rho, tree.ckpt_rho_before)
+    # U-turn checks on every binary-tree node that this leaf closes (module docstring):
+    # leaf i stores (p, rho before it) at row popcount(i) and p at trailing_ones(i).
+    rho_old, sub_rho_old, p_near_old = tree.vecs[_V_RHO], tree.vecs[_V_SUB_RHO], tree.vecs[_V_P_NEAR]
+    pc = _popcount(i)
+    t1 = _popcount(i ^ (i + 1)) - 1  # trailing ones of i: the levels 1..t1 close here
+    zero = jnp.zeros((), jnp.int32)
+    ckpt = jax.lax.dynamic_update_slice(tree.ckpt, jnp.stack([p, sub_rho_old])[None], (pc, zero, zero))
+    rho_sub = sub_rho_old + p
     sharp = lambda v: inverse_mass * v  # noqa: E731
-    start_m, before_m = p_start[1:], rho_before[1:]
-    start_h, before_h, end_h = p_start[:-1], rho_before[:-1], tree.ckpt_p_end[:-1]
-    node_ok = (
-        _continues(sharp(start_m), sharp(p), rho_sub - before_m)
-        & _continues(sharp(start_m), sharp(start_h), before_h - before_m + start_h)
-        & _continues(sharp(end_h), sharp(p), rho_sub - before_h + end_h)
-    )
-    turning = jnp.any(closes[1:] & ~node_ok)
-    p_end = jnp.where(closes[:, None], p, tree.ckpt_p_end)
+    if p.shape[-1] >= LOOP_CHECKS_MIN_DIM:
+        turning = _turning_loop(ckpt, tree.ckpt_end, K, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
+    else:
+        turning = _turning_vectorized(ckpt, tree.ckpt_end, K, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
+    ckpt_end = jax.lax.dynamic_update_slice(tree.ckpt_end, p[None], (t1, zero))
 
     invalid = diverging | turning
     subtree_done = (i + 1) == jnp.left_shift(1, depth)
     merge = subtree_done & ~invalid
 
     # Merge the finished subtree into the trajectory (biased progressive sampling).
-    accept_sub = merge & (jnp.log(u_merge) < sub_log_weight - tree.log_weight)
-    proposal = jax.tree.map(lambda n, o: jnp.where(accept_sub, n, o), sub_proposal, tree.proposal)
-    log_weight = jnp.where(merge, jnp.logaddexp(tree.log_weight, sub_log_weight), tree.log_weight)
-    rho = tree.rho + rho_sub
-    p_first = p_start[depth]
-    p_far = jnp.where(forward, tree.left.momentum, tree.right.momentum)
+    accept_sub = merge & (jnp.log(u_merge) < sub_log_weight - f[_F_LOG_W])
+    prop_xg = jnp.where(accept_sub, sub_xg, tree.props[0])
+    prop_lp = jnp.where(accept_sub, sub_lp, f[_F_PROP_LP])
+    prop_energy = jnp.where(accept_sub, sub_energy, f[_F_PROP_ENERGY])
+    log_weight = jnp.where(merge, jnp.logaddexp(f[_F_LOG_W], sub_log_weight), f[_F_LOG_W])
+    rho = rho_old + rho_sub
+    p_first = ckpt[0, 0]  # leaf 0 of the subtree (popcount 0)
+    p_far = jnp.where(forward, tree.edges[0, 1], tree.edges[1, 1])
     top_ok = (
         _continues(sharp(p_far), sharp(p), rho)
-        & _continues(sharp(p_far), sharp(p_first), tree.rho + p_first)
-        & _continues(sharp(tree.p_near), sharp(p), rho_sub + tree.p_near)
+        & _continues(sharp(p_far), sharp(p_first), rho_old + p_first)
+        & _continues(sharp(p_near_old), sharp(p), rho_sub + p_near_old)
     )
     new_depth = depth + merge.astype(jnp.int32)
     done = invalid | (merge & (~top_ok | (new_depth >= config.max_depth)))
 
     # Start the next subtree (harmless when done: the driver stops advancing this tree).
     next_forward = tree.directions[jnp.minimum(new_depth, config.max_depth - 1)] > 0
-    p_near = jnp.where(next_forward, right.momentum, left.momentum)
+    p_near = jnp.where(next_forward, edges[1, 1], edges[0, 1])
+    vecs = jnp.stack([
+        jnp.where(merge, rho, rho_old),
+        jnp.where(merge, jnp.zeros_like(rho_sub), rho_sub),
+        jnp.where(merge, p_near, p_near_old),
+        jnp.where(diverging, new.position, tree.vecs[_V_DIV_POS]),
+    ])
+    floats = jnp.stack([
+        f[_F_ENERGY0], log_weight, jnp.where(merge, -jnp.inf, sub_log_weight), sum_accept,
+        lp_left, lp_right, prop_lp, prop_energy, sub_lp, sub_energy,
+    ])
     return TreeState(
         key=tree.key,
-        energy0=tree.energy0,
-        left=left,
-        right=right,
-        proposal=proposal,
-        log_weight=log_weight,
-        rho=jnp.where(merge, rho, tree.rho),
         directions=tree.directions,
-        depth=new_depth,
-        leaf=jnp.where(merge, 0, i + 1),
-        p_near=jnp.where(merge, p_near, tree.p_near),
-        sub_proposal=sub_proposal,
-        sub_log_weight=jnp.where(merge, -jnp.inf, sub_log_weight),
-        sub_rho=jnp.where(merge, jnp.zeros_like(rho_sub), rho_sub),
-        ckpt_p_start=p_start,
-        ckpt_rho_before=rho_before,
-        ckpt_p_end=p_end,
-        sum_accept=sum_accept,
-        n_steps=n_steps,
-        diverging=diverging,
-        divergence_position=jnp.where(diverging, new.position, tree.divergence_position),
-        done=done,
+        ints=jnp.stack([new_depth, jnp.where(merge, 0, i + 1), n_steps]),
+        flags=jnp.stack([diverging, done]),
+        floats=floats,
+        edges=edges,
+        props=jnp.stack([prop_xg, sub_xg]),
+        vecs=vecs,
+        ckpt=ckpt,
+        ckpt_end=ckpt_end,
     )
 
 

@@ -216,9 +216,8 @@ def _init_fn(max_depth):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))
 
 
-@functools.lru_cache(maxsize=None)
-def _run_fn(ldg, max_depth):
-    """Vmapped, jitted: advance until done, then finish."""
+def _make_run_fn(ldg, max_depth):
+    """Vmapped, jitted: advance until done, then finish (traced with nuts' current settings)."""
     config = nuts.NUTS(max_depth=max_depth)
 
     def one(tree, step_size, inv):
@@ -229,6 +228,9 @@ def _run_fn(ldg, max_depth):
         return tree, chain, info
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+_run_fn = functools.lru_cache(maxsize=None)(_make_run_fn)
 
 
 @functools.lru_cache(maxsize=None)
@@ -313,9 +315,14 @@ def test_tree_building_matches_reference(name):
     """Depth, leapfrog count, divergence flag, both trajectory ends and the acceptance
     statistic agree with the recursive reference for every case."""
     c = comparison(name)
+    mismatches = _mismatches(c, c["trees"], c["infos"])
+    assert not mismatches, f"{len(mismatches)} of {N_CASES} cases differ, first: {mismatches[:3]}"
+
+
+def _mismatches(c, trees, infos):
     mismatches = []
     for i, ref in enumerate(c["refs"]):
-        tree, info = _row(c["trees"], i), _row(c["infos"], i)
+        tree, info = _row(trees, i), _row(infos, i)
         got = (int(info.tree_depth), int(info.n_steps), bool(info.diverging))
         want = (ref["depth"], ref["n_steps"], ref["divergent"])
         ends_ok = all(
@@ -324,7 +331,22 @@ def test_tree_building_matches_reference(name):
         )
         if got != want or not ends_ok or not _close(ref["accept_stat"], info.accept_stat):
             mismatches.append((i, ref["reason"], want, got, ends_ok, ref["accept_stat"], float(info.accept_stat)))
+    return mismatches
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_loop_over_closing_levels_matches_reference(name, monkeypatch):
+    """The other implementation of the subtree checks (a loop over the closing levels, used
+    from nuts.LOOP_CHECKS_MIN_DIM coordinates on) builds the same trees as the reference and
+    gives the same draws as the vectorized checks used above."""
+    c = comparison(name)
+    monkeypatch.setattr(nuts, "LOOP_CHECKS_MIN_DIM", 1)
+    run = _make_run_fn(c["ldg"], c["max_depth"])
+    trees, chains, infos = jax.device_get(run(c["trees0"], jnp.asarray(c["eps"]), jnp.asarray(c["inv"])))
+    mismatches = _mismatches(c, trees, infos)
     assert not mismatches, f"{len(mismatches)} of {N_CASES} cases differ, first: {mismatches[:3]}"
+    for a, b in zip(jax.tree.leaves((c["chains"], c["infos"])), jax.tree.leaves((chains, infos))):
+        assert _close(a, b), (a, b)
 
 
 def test_cases_cover_every_termination_reason():
@@ -372,14 +394,33 @@ CONSTRUCTED = {
 
 @jax.jit
 def _with_momentum(trees, p0, inv):
-    """Replace the initial momentum of fresh (batched) TreeStates: every field that depends on it."""
+    """Replace the initial momentum of fresh (batched) TreeStates: every field that depends on
+    it (the packed fields: both edges' momenta, rho, p_near, and the energies H0 of the
+    start, of the proposal and of the subtree proposal)."""
     energy0 = -trees.left.logdensity + 0.5 * jnp.sum(inv * p0 * p0, axis=-1)
-    start = trees.left._replace(momentum=p0)
+    floats = trees.floats
+    for k in (nuts._F_ENERGY0, nuts._F_PROP_ENERGY, nuts._F_SUB_ENERGY):
+        floats = floats.at[:, k].set(energy0)
     return trees._replace(
-        energy0=energy0, left=start, right=start, rho=p0, p_near=p0,
-        proposal=trees.proposal._replace(energy=energy0),
-        sub_proposal=trees.sub_proposal._replace(energy=energy0),
+        floats=floats,
+        edges=trees.edges.at[:, :, 1, :].set(p0[:, None, :]),
+        vecs=trees.vecs.at[:, nuts._V_RHO].set(p0).at[:, nuts._V_P_NEAR].set(p0),
     )
+
+
+def _check_fresh_tree(trees, x0, p0, energy0):
+    """The views of a fresh tree: both edges at (x0, p0), proposals at x0 with energy H0."""
+    for edge in (trees.left, trees.right):
+        np.testing.assert_array_equal(np.asarray(edge.position), x0)
+        np.testing.assert_array_equal(np.asarray(edge.momentum), p0)
+    for arr in (trees.rho, trees.p_near):
+        np.testing.assert_array_equal(np.asarray(arr), p0)
+    np.testing.assert_array_equal(np.asarray(trees.sub_rho), 0.0)
+    for prop in (trees.proposal, trees.sub_proposal):
+        np.testing.assert_array_equal(np.asarray(prop.position), x0)
+        np.testing.assert_allclose(np.asarray(prop.energy), energy0, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(trees.energy0), energy0, rtol=1e-12)
+    assert not np.any(np.asarray(trees.done)) and np.all(np.asarray(trees.n_steps) == 0)
 
 
 @pytest.mark.parametrize("kind", sorted(CONSTRUCTED))
@@ -398,6 +439,7 @@ def test_extra_check_constructed_case(kind):
     eps_j = jnp.full(N_CASES, eps)
     trees = start_trees(gauss_ldg, 4, keys, x, eps_j, jnp.asarray(inv))
     trees = _with_momentum(trees, np.broadcast_to(p0, (N_CASES, 5)), inv)
+    _check_fresh_tree(trees, np.zeros((N_CASES, 5)), np.broadcast_to(p0, (N_CASES, 5)), 0.5 * np.sum(p0 * p0))
     trees = trees._replace(directions=np.ones(trees.directions.shape, np.int32))
     out, chains, infos = run_trees(gauss_ldg, 4, trees, eps_j, jnp.asarray(inv))
     assert np.all(np.asarray(infos.n_steps) == n_steps)
