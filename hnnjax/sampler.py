@@ -263,7 +263,8 @@ def _take(tree, idx):
 def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig):
     """A pool of `n_lanes` lanes works through the tasks (one chain of one model each).
 
-    One while loop: every iteration advances every busy lane by one leapfrog step. A lane
+    Every loop iteration advances every busy lane by one leapfrog step (an inner loop that
+    only advances, until some lane's transition ends). A lane
     whose transition ends records it, adapts at its own iteration count and starts its
     next transition in the same iteration; a lane whose task has all its draws takes the
     next task from the queue. No lane waits for another's longer trajectory, and with
@@ -304,10 +305,23 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     def cond(carry):
         return jnp.any(carry[3] < n_tasks)
 
+    def advance_until_a_lane_finishes(lanes, lane_data, lane_prior, busy, n_iter):
+        # The inner loop only advances: its body stays as small as `advance`, and the
+        # finish / write / restart work below runs once per finished transition.
+        def cond(c):
+            ln, _ = c
+            return ~jnp.any(ln.trans.done & busy) & jnp.any(busy)
+
+        def step(c):
+            ln, n = c
+            return jax.vmap(_select)(busy, advance(ln, lane_data, lane_prior), ln), n + 1
+
+        return jax.lax.while_loop(cond, step, (lanes, n_iter))
+
     def body(carry):
         lanes, lane_data, lane_prior, task, next_task, buffers, final, n_iter = carry
         busy = task < n_tasks
-        lanes = jax.vmap(_select)(busy, advance(lanes, lane_data, lane_prior), lanes)
+        lanes, n_iter = advance_until_a_lane_finishes(lanes, lane_data, lane_prior, busy, n_iter)
         finished = lanes.trans.done & busy
         chain, info, record = finish(lanes)
         buffers = _write_tasks(buffers, record, task, lanes.t, finished, config)
@@ -329,7 +343,7 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
             jnp.any(starting), take_next_tasks, lambda a: a[:3],
             (lanes, lane_data, lane_prior, new_task, starting),
         )
-        return lanes, lane_data, lane_prior, new_task, next_task, buffers, final, n_iter + 1
+        return lanes, lane_data, lane_prior, new_task, next_task, buffers, final, n_iter
 
     carry = (lanes, lane_data, lane_prior, first.astype(jnp.int32), jnp.asarray(n_lanes, jnp.int32),
              buffers, final, jnp.zeros((), jnp.int32))
