@@ -372,13 +372,14 @@ class _ChunkResult:
 
 
 def _chunk_info(chunk, s, timing, steps, device, source) -> dict:
-    lanes = chunk.width * s.config.chains
+    # the lanes each loop iteration advanced: the driver's pool when it has one
+    lanes = int(timing.get("lanes", chunk.width * s.config.chains))
     iters = int(timing["loop_iterations"])
     return {
         "chunk": chunk.index, "j_pad": chunk.j_pad, "models": len(chunk.members),
         "width": chunk.width, "device": device, "source": source,
         "compile_s": float(timing["compile_s"]), "run_s": float(timing["run_s"]),
-        "loop_iterations": iters, "useful_steps": int(steps), "lane_iterations": iters * lanes,
+        "loop_iterations": iters, "lanes": lanes, "useful_steps": int(steps), "lane_iterations": iters * lanes,
         "useful_step_share": float(steps / (iters * lanes)) if iters else float("nan"),
     }
 
@@ -600,7 +601,7 @@ class BatchResult:
     timing: compile_s and run_s summed over chunks fitted in this call, wall_s, models
         fitted per second of wall time, useful_step_share overall (sum over lanes and
         iterations of n_steps / sum over chunks of loop_iterations x lanes), devices.
-    chunks: per-chunk records (padded size, models, width, device, source "fit" or
+    chunks: per-chunk records (padded size, models, width, lanes, device, source "fit" or
         "disk", compile_s, run_s, loop_iterations, useful_step_share).
     """
 
@@ -760,6 +761,7 @@ def sample_batch(
     chunk_size: int | None = None,
     memory_budget_mb: float = 512.0,
     chunk_lanes: int | None = None,
+    max_lanes: int | None = None,
     keep_draws: bool | Sequence[str] = True,
     progress: bool = True,
     out=None,
@@ -785,7 +787,11 @@ def sample_batch(
         in `hnnjax.sample`; `prior` may also be a sequence with one prior per model.
     chunk_size: models per compiled batch; default: as many as fit in `memory_budget_mb`
         (`bytes_per_model`) and in `chunk_lanes` lanes (default `default_chunk_lanes`: 128
-        on CPU), at most the bucket's size.
+        on CPU; no cap when `max_lanes` is given), at most the bucket's size.
+    max_lanes: the driver's lane pool per chunk (`sampler.RunConfig.max_lanes`): with
+        fewer lanes than the chunk's chains, a lane whose chain is done takes the next
+        chain, so a slow chain no longer keeps finished lanes idle. Default: one lane per
+        chain.
     keep_draws: True keeps a `Fit` per model; False keeps summaries only; a tuple of names
         from ("mu", "tau", "theta") keeps those draws only (`BatchResult.draws`).
     progress: a tqdm bar over models (if tqdm is installed); False prints nothing.
@@ -798,9 +804,10 @@ def sample_batch(
     """
     t_start = time.perf_counter()
     ids, entries = _inputs(datasets, ids, id_col, y_col, sigma_col, name_col)
+    pool = {} if max_lanes is None else {"max_lanes": int(max_lanes)}
     config = sampler.RunConfig(
         target=model.NormalNormal(parametrization), kernel=sampler.resolve_kernel(kernel),
-        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept),
+        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept), **pool,
     )
     checked = [_validate(e) for e in entries]
     groups = [g for g, _ in checked]
@@ -810,7 +817,9 @@ def sample_batch(
     _warn_collisions(ids, s.keys)
     devs = _pick_devices(devices)
     if chunk_lanes is None:
-        chunk_lanes = default_chunk_lanes(getattr(devs[0], "platform", "cpu"))
+        # with a lane pool, stragglers no longer idle the other lanes: chunks may be wide
+        platform = getattr(devs[0], "platform", "cpu")
+        chunk_lanes = default_chunk_lanes(platform) if max_lanes is None else 2**62
     valid = [i for i in range(len(entries)) if i not in errors]
     plan = _plan(groups, valid, chunk_size, memory_budget_mb, chunk_lanes, config, np.dtype(s.dtype).itemsize)
     store = _Store(out, _fingerprint(s, ids, errors, plan)) if out is not None else None

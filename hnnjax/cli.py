@@ -76,7 +76,7 @@ def _restaurants(args) -> int:
         table, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
         top_k=args.top_k, rule=args.rule, progress=not args.no_progress,
         dtype=np.float64 if args.float64 else np.float32, chunk_size=args.chunk_size,
-        out=args.checkpoint,
+        out=args.checkpoint, max_lanes=args.max_lanes,
     )
     paths = res.write(args.out)
     print(f"Restaurants from {source}: {args.chains} chains x ({args.warmup} warmup + "
@@ -117,6 +117,8 @@ def main(argv=None) -> int:
                    help="variance rule for unusable review variances (hnnjax.reviews)")
     r.add_argument("--chunk-size", type=int, default=None,
                    help="models per compiled batch (default: from a memory budget)")
+    r.add_argument("--max-lanes", type=int, default=None,
+                   help="lane pool of the sampler per chunk (default: one lane per chain)")
     r.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="write finished chunks here; a rerun with the same arguments resumes")
     r.add_argument("--float64", action="store_true", help="sample in float64 (default float32)")

@@ -27,6 +27,9 @@ expectation as the indicator of a simulated theta~ and a smaller variance. Exact
 tau: theta~ | tau, y ~ N(mu_hat, sqrt(V_mu + tau^2)) and
 y~_j | tau, y ~ N(E[theta_j | tau, y], sqrt(var(theta_j | tau, y) + sigma_j^2)).
 `predictive_draws` simulates theta~ and y~ themselves, one per posterior draw.
+
+`summary(source)` tabulates all of these; `compare(fit, exact_posterior)` puts the MCMC
+estimates, their MCSEs, the exact values and the z-scores side by side.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .table import Table
 
 __all__ = [
     "Estimate", "as_draws", "prob", "prob_positive", "prob_greater", "shrinkage",
-    "predictive_prob", "predictive_draws", "queries", "compare",
+    "predictive_prob", "predictive_draws", "summary", "compare",
 ]
 
 
@@ -247,7 +250,7 @@ def predictive_draws(source, data=None, n: int = 10_000, seed=0, sigma_new: floa
 # ------------------------------------------------------------------------------ summaries
 
 
-def queries(source, data=None, i: int = 0, threshold: float = 28.0, names=None) -> Table:
+def summary(source, data=None, i: int = 0, threshold: float = 28.0, names=None) -> Table:
     """All of the above in one table: rows are queries, columns value and mcse.
 
     Rows: P(mu > 0), P(theta_j > 0), P(theta_i > threshold), P(theta_i > theta_j), E[B_j],
@@ -296,9 +299,9 @@ def _pick(est: Estimate, j: int) -> Estimate:
 
 
 def compare(source, exact_posterior: ExactPosterior, **kwargs) -> Table:
-    """`queries` from draws beside the exact values: columns mcmc, mcse, exact, z."""
-    est = queries(source, **kwargs)
-    ex = queries(exact_posterior, names=kwargs.get("names") or _names(source),
+    """`summary` from draws beside the exact values: columns mcmc, mcse, exact, z."""
+    est = summary(source, **kwargs)
+    ex = summary(exact_posterior, names=kwargs.get("names") or _names(source),
                  i=kwargs.get("i", 0), threshold=kwargs.get("threshold", 28.0))
     if ex.index != est.index:
         raise ValueError("exact_posterior: its groups do not match the draws'")

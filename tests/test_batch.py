@@ -81,6 +81,16 @@ def test_draws_do_not_depend_on_batch_composition_or_chunk_size(result):
         _same_fit(result.fits[i], mixed.fits[i])
 
 
+def test_lane_pool_gives_the_same_draws(result):
+    """sampler's lane pool (max_lanes): 16 chains on 4 lanes, one chunk, same draws."""
+    pooled = _fit(VALID, chunk_size=None, max_lanes=4)
+    assert [(c["width"], c["lanes"]) for c in pooled.chunks] == [(4, 4)]
+    steps = sum(f.n_grad_evals for f in pooled.fits.values())
+    assert pooled.chunks[0]["useful_step_share"] == pytest.approx(steps / (pooled.chunks[0]["loop_iterations"] * 4))
+    for i in range(4):
+        _same_fit(pooled.fits[i], result.fits[i])
+
+
 def test_summary_tables(result):
     m = result.models
     assert m.index == ["0", "1", "2", "3", "4"]

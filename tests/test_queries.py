@@ -117,7 +117,7 @@ def test_dict_sources_and_errors(fit):
     with pytest.raises(ValueError, match="data"):
         queries.shrinkage(one_chain)
     assert np.asarray(queries.shrinkage(one_chain, SCHOOLS).value).shape == (8,)
-    table = queries.queries(one_chain, data=SCHOOLS)
+    table = queries.summary(one_chain, data=SCHOOLS)
     assert "P(theta[A] > 28)" in table.index
     with pytest.raises(ValueError, match="name"):
         queries.prob(fit, "sigma")

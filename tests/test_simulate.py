@@ -145,6 +145,17 @@ def test_sbc_calibrated(parametrization, kernel):
 
 
 @pytest.mark.slow
+def test_sbc_flags_centered_nuts():
+    """SBC has power: the centered sampler's tau ranks pile up at 0 (it cannot enter the
+    funnel's neck when the true tau is small), 300 datasets suffice to reject uniformity."""
+    res = simulate.sbc(300, "centered", "nuts", L=99, chains=1, warmup=500, draws=1000, seed=7)
+    u = res.uniformity(bins=20)
+    assert u.row("tau")["p_value"] < 1e-3, u
+    low = np.mean(res.ranks[:, 1] < 5)  # first bin: 5% expected
+    assert low > 0.08, low
+
+
+@pytest.mark.slow
 def test_centered_diverges_more_at_small_tau():
     table = simulate.divergence_study(taus=(0.5, 10.0), n_datasets=8, seed=2, **SETTINGS)
     rate = dict(zip(table.index, table["div_rate"]))
