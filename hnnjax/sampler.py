@@ -531,7 +531,12 @@ def run(keys, data, prior, config: RunConfig):
     n_models = int(keys.shape[0])
     lane_keys, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
-    lane_target = np.full(n_lanes, config.target_accept, np.asarray(jax.tree.leaves(lane_data)[0]).dtype)
+    # The target's float dtype: the first floating-point leaf of the data (a target may
+    # hold integer arrays too, e.g. the radon regression's county index).
+    float_leaves = [np.asarray(a) for a in jax.tree.leaves(lane_data) if np.asarray(a).dtype.kind == "f"]
+    if not float_leaves:
+        raise ValueError("data: a target's data needs at least one floating-point array")
+    lane_target = np.full(n_lanes, config.target_accept, float_leaves[0].dtype)
     inputs = (lane_keys, lane_target, lane_data, lane_prior)
     if n_lanes == 1:  # a size-1 lane axis would be specialized by XLA (see _program)
         inputs = jax.tree.map(lambda a: jnp.concatenate([a, a]), inputs)
