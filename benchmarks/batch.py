@@ -1,14 +1,15 @@
 """Many small models: hnnjax.sample_batch against BlackJAX NUTS vmapped over models.
 
-    python -m benchmarks.batch [--models 1000 10000] [--quick] [--chunk-size 32]
+    python -m benchmarks.batch [--models 1000 10000] [--quick] [--chunk-size N] [--max-lanes L]
 
 Workload: M eight-schools-sized synthetic models (J = 8, `benchmarks.datasets.synthetic`,
 true tau cycling over 0.1, 2 and 20), non-centered, 4 chains, 500 warmup + 500 draws,
 target acceptance 0.8, float32 unless --float64. Both samplers run in this process, on
 the same datasets, in chunks of the same number of models:
 
-- hnnjax: `sample_batch(..., keep_draws=False)`: one compiled program per chunk shape,
-  every lane (model x chain) runs its own trajectories (`hnnjax.sampler`).
+- hnnjax: `sample_batch(..., keep_draws=False)`: one compiled program per chunk shape;
+  each lane runs its own trajectories, and a lane whose chain is done takes the chunk's
+  next chain (a pool of `default_max_lanes` lanes; `hnnjax.sampler`).
 - BlackJAX: `benchmarks.peers.blackjax_program` (window adaptation + sampling, chains
   vmapped) vmapped once more over the chunk's models, all inside one `jax.jit`, compiled
   ahead of time; model m's key is fold_in(key(seed), m).
@@ -24,7 +25,7 @@ Figures, per sampler (one estimator for both: `hnnjax.diagnostics` through
   for. hnnjax: sum of n_steps / (loop iterations x lanes), per chunk (its loop advances
   each lane one step per iteration). BlackJAX: every transition is a vmapped while loop
   that runs until the longest trajectory of the chunk ends, so the loop pays
-  lanes x chunk_lanes(steps) per iteration: sum steps / sum_t (lanes x max_l steps[l, t])
+  lanes x max_lanes(steps) per iteration: sum steps / sum_t (lanes x max_l steps[l, t])
   (`benchmarks.metrics.useful_step_share`), warmup and sampling together.
 
 Writes benchmarks/results/batch_<timestamp>.json and prints a Markdown table.
@@ -77,22 +78,35 @@ def _figures(name, n_models, sampling_s, compile_s, r_hat, ess, useful, wall_s=N
     }
 
 
-def run_hnnjax(data, settings: Settings, chunk_size: int, dtype, seed: int) -> dict:
+def default_chunk(n_models: int, settings: Settings, dtype) -> int:
+    """The chunk width sample_batch picks by default (its memory budget), used for both."""
+    import inspect
+
+    from hnnjax.batch import bytes_per_model, sample_batch
+
+    budget = inspect.signature(sample_batch).parameters["memory_budget_mb"].default
+    per = bytes_per_model(8, settings.chains, settings.warmup, settings.draws, np.dtype(dtype).itemsize)
+    return max(1, min(n_models, int(budget * 2**20 // per)))
+
+
+def run_hnnjax(data, settings: Settings, chunk_size: int, dtype, seed: int, max_lanes=None) -> dict:
     from hnnjax.batch import sample_batch
 
     t0 = time.perf_counter()
     res = sample_batch(data, chains=settings.chains, warmup=settings.warmup, draws=settings.draws,
                        target_accept=settings.target_accept, seed=seed, dtype=dtype,
-                       chunk_size=chunk_size, keep_draws=False, progress=False)
+                       chunk_size=chunk_size, max_lanes=max_lanes, keep_draws=False, progress=False)
     wall = time.perf_counter() - t0
     m = res.models
     t = res.timing
     return _figures("hnnjax", len(data), t["run_s"], t["compile_s"], m["r_hat_max"], m["ess_bulk_min"],
                     t["useful_step_share"], wall_s=wall,
-                    extra={"chunks": len(res.chunks), "divergences": int(m["divergences"].sum())})
+                    extra={"chunks": len(res.chunks), "lanes": res.chunks[0]["lanes"],
+                           "divergences": int(m["divergences"].sum())})
 
 
-def run_blackjax(data, settings: Settings, chunk_size: int, dtype, seed: int) -> dict:
+def run_blackjax(data, settings: Settings, chunk_size: int, dtype, seed: int, max_lanes=None) -> dict:
+    """BlackJAX over the same chunks (`max_lanes` is hnnjax's; BlackJAX has no lane pool)."""
     import jax
     import jax.numpy as jnp
 
@@ -128,7 +142,8 @@ def run_blackjax(data, settings: Settings, chunk_size: int, dtype, seed: int) ->
         steps_sum += st[: n * settings.chains].sum()  # padding lanes' steps are waste
         paid += lockstep_cost(st)
     return _figures("blackjax", len(data), sampling_s, compile_s, np.concatenate(r_hats),
-                    np.concatenate(esses), steps_sum / paid if paid else float("nan"))
+                    np.concatenate(esses), steps_sum / paid if paid else float("nan"),
+                    extra={"chunks": -(-len(data) // chunk_size), "lanes": chunk_size * settings.chains})
 
 
 def lockstep_cost(steps: np.ndarray) -> float:
@@ -141,12 +156,14 @@ def lockstep_cost(steps: np.ndarray) -> float:
 def markdown(rows: list[dict], settings: Settings) -> str:
     head = (f"Models of J = 8, non-centered, {settings.chains} chains x ({settings.warmup} warmup + "
             f"{settings.draws} draws); sampling seconds exclude compilation.\n\n"
-            "| sampler | models | compile s | sampling s | models/s | ESS/s | median min ESS | "
-            "R-hat > 1.01 | useful-step share |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| sampler | models | chunks | lanes | compile s | sampling s | models/s | ESS/s | "
+            "median min ESS | R-hat > 1.01 | useful-step share |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r['sampler']} | {r['models']} | {r['compile_s']:.1f} | {r['sampling_s']:.1f} | "
+            f"| {r['sampler']} | {r['models']} | {r['chunks']} | {r['lanes']} | {r['compile_s']:.1f} | "
+            f"{r['sampling_s']:.1f} | "
             f"{r['models_per_s']:.1f} | {r['ess_per_s']:.0f} | {r['median_min_ess_bulk']:.0f} | "
             f"{r['share_rhat_above_1_01']:.1%} | {r['useful_step_share']:.2f} |")
     return "\n".join(lines)
@@ -160,35 +177,33 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="models per compiled call, both samplers (default: hnnjax's, "
-                        "default_chunk_lanes / chains: 32 models on CPU)")
+                   help="models per compiled call, both samplers (default: hnnjax's, from its memory budget)")
+    p.add_argument("--max-lanes", type=int, default=None,
+                   help="hnnjax's lane pool per chunk (default: hnnjax.batch.default_max_lanes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float64", action="store_true")
     p.add_argument("--samplers", nargs="+", default=["hnnjax", "blackjax"], choices=["hnnjax", "blackjax"])
     args = p.parse_args(argv)
     import jax
 
-    from hnnjax.batch import default_chunk_lanes
-
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     dtype = np.float64 if args.float64 else np.float32
     settings = Settings(chains=args.chains, warmup=args.warmup, draws=args.draws)
     sizes = [200] if args.quick else args.models
-    chunk_size = args.chunk_size or default_chunk_lanes(jax.default_backend()) // args.chains
     runners = {"hnnjax": run_hnnjax, "blackjax": run_blackjax}
     rows = []
     for n in sizes:
         data = datasets(n)
-        chunk = min(chunk_size, n)
+        chunk = min(args.chunk_size or default_chunk(n, settings, dtype), n)
         for name in args.samplers:
             print(f"[batch] {name}: {n} models, chunks of {chunk}", file=sys.stderr, flush=True)
-            rows.append(runners[name](data, settings, chunk, dtype, args.seed))
+            rows.append(runners[name](data, settings, chunk, dtype, args.seed, max_lanes=args.max_lanes))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"batch_{stamp}.json"
-    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": chunk_size,
-              "seed": args.seed, "rows": rows, "machine": machine_info(), "versions": versions(),
+    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size,
+              "max_lanes": args.max_lanes, "seed": args.seed, "rows": rows, "machine": machine_info(), "versions": versions(),
               "jax": jax_config(), "git": git_info(ROOT), "load_average": load_average()}
     path.write_text(json.dumps(record, indent=1, default=float))
     print(markdown(rows, settings))

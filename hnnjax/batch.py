@@ -9,13 +9,14 @@ their batch (`sampler._program`). So batching is purely a question of throughput
   exists per (padded size, chunk width), so a handful of programs serve any number of
   models.
 * **Chunks.** A bucket, ordered by J, is cut into chunks of `chunk_size` models (or as
-  many as fit in `memory_budget_mb` and `chunk_lanes`, see `bytes_per_model` and
-  `default_chunk_lanes`). The driver's loop runs until
-  the chunk's slowest lane is done, and models with few groups take the longest
-  trajectories (their tau is barely identified), so ordering by J keeps them from setting
-  the pace of every chunk. The last chunk of a bucket is padded with copies of one of its
-  models, whose results are discarded, so that all chunks of a bucket have one shape and
-  share one compiled program.
+  many as fit in `memory_budget_mb`, see `bytes_per_model`). The last chunk of a bucket
+  is padded with copies of one of its models, whose results are discarded, so that all
+  chunks of a bucket have one shape and share one compiled program.
+* **Lanes.** A chunk's chains run on a pool of at most `max_lanes` lanes (the driver's
+  `RunConfig.max_lanes`): a lane whose chain is done takes the next one, so a slow chain
+  does not keep finished lanes idle until the chunk ends. Models with few groups take the
+  longest trajectories (their tau is barely identified); ordering a bucket by J puts
+  them together, so that they do not set the pace of every chunk.
 * **Summaries.** mean, sd, 5/50/95% quantiles, bulk/tail ESS and R-hat of mu, tau and
   every theta_j come from `diagnostics.summarize`, applied in blocks of a fixed shape
   (`summarize_blocks`) so that its operations compile once, not once per bucket.
@@ -53,6 +54,7 @@ explore, Betancourt 2017, "A conceptual introduction to Hamiltonian Monte Carlo"
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -75,7 +77,7 @@ from .model import Prior, as_prior
 from .table import Table
 
 __all__ = [
-    "sample_batch", "BatchResult", "id_key", "bytes_per_model", "default_chunk_lanes", "summarize_blocks",
+    "sample_batch", "BatchResult", "id_key", "bytes_per_model", "default_max_lanes", "summarize_blocks",
     "DRAW_NAMES",
 ]
 
@@ -208,7 +210,7 @@ class Chunk:
     width: int
 
 
-def _plan(groups, valid, chunk_size, memory_budget_mb, chunk_lanes, config, itemsize) -> list[Chunk]:
+def _plan(groups, valid, chunk_size, memory_budget_mb, config, itemsize) -> list[Chunk]:
     buckets: dict[int, list[int]] = {}
     for i in valid:
         buckets.setdefault(bucket_size(groups[i].J), []).append(i)
@@ -217,33 +219,32 @@ def _plan(groups, valid, chunk_size, memory_budget_mb, chunk_lanes, config, item
         # a chunk's loop runs as long as its slowest lane, and models with fewer groups
         # (a poorly identified tau) take the longest trajectories: chunk similar J together
         members = sorted(buckets[j_pad], key=lambda i: groups[i].J)
-        width = _chunk_width(j_pad, len(members), chunk_size, memory_budget_mb, chunk_lanes, config, itemsize)
+        width = _chunk_width(j_pad, len(members), chunk_size, memory_budget_mb, config, itemsize)
         for start in range(0, len(members), width):
             chunks.append(Chunk(len(chunks), j_pad, tuple(members[start:start + width]), width))
     return chunks
 
 
-def default_chunk_lanes(platform: str) -> int:
-    """Lanes (models x chains) per chunk when neither chunk_size nor chunk_lanes is given.
+def default_max_lanes(platform: str) -> int:
+    """The driver's lane pool per chunk when `max_lanes` is not given.
 
-    The driver's loop runs until a chunk's slowest lane is done, so a wide chunk pays
-    for its longest lane on every lane; beyond the width at which the device is busy,
-    wider chunks only add that waste. Measured on a 2-core CPU (restaurant models,
-    J <= 8): the cost of a loop iteration per lane is flat from about 64 lanes on, while
-    the useful-step share fell from 0.36 (64 lanes) to 0.13 (768 lanes). An accelerator
-    needs thousands of lanes to be busy.
+    Measured on a 2-core CPU (1000 eight-schools-sized models, 4 chains, 500 + 500
+    iterations): a loop iteration costs about 2.5 us per lane at 128 lanes and about
+    1.3-1.6 us at 500-800 lanes, while without a pool the useful-step share of a chunk
+    falls as it widens (restaurant models: 0.36 at 64 lanes, 0.13 at 768). 400 models
+    (1600 chains) on 512 lanes ran 2.1 times as many models per second as chunks of 32
+    models without a pool. An accelerator needs thousands of lanes to be busy.
     """
-    return 128 if platform == "cpu" else 8192
+    return 512 if platform == "cpu" else 8192
 
 
-def _chunk_width(j_pad, n, chunk_size, memory_budget_mb, chunk_lanes, config, itemsize) -> int:
+def _chunk_width(j_pad, n, chunk_size, memory_budget_mb, config, itemsize) -> int:
     if chunk_size is not None:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
         return min(int(chunk_size), n)
     per = bytes_per_model(j_pad, config.chains, config.warmup, config.draws, itemsize)
-    by_memory = int(memory_budget_mb * 2**20 // per)
-    return max(1, min(n, by_memory, int(chunk_lanes) // config.chains))
+    return max(1, min(n, int(memory_budget_mb * 2**20 // per)))
 
 
 # --------------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ class _Setup:
     priors: list
     keys: list
     draws_mode: Any  # True, False or a tuple of DRAW_NAMES
+    max_lanes: int | None = None
 
 
 def _chunk_inputs(chunk: Chunk, s: _Setup):
@@ -275,11 +277,20 @@ def _chunk_inputs(chunk: Chunk, s: _Setup):
     return keys, data, prior
 
 
+def _chunk_config(chunk: Chunk, s: _Setup) -> sampler.RunConfig:
+    """The pool only where the chunk has more chains than `max_lanes`: otherwise one lane
+    per chain, the very program `hnnjax.sample` compiles for the same lane count."""
+    if s.max_lanes is None or chunk.width * s.config.chains <= s.max_lanes:
+        return s.config
+    return dataclasses.replace(s.config, max_lanes=s.max_lanes)
+
+
 def _run_chunk(chunk: Chunk, s: _Setup, device=None):
     keys, data, prior = _chunk_inputs(chunk, s)
+    config = _chunk_config(chunk, s)
     if device is None:
-        return sampler.run(keys, data, prior, s.config)
-    return sampler.run(keys, data, prior, s.config, device=device)
+        return sampler.run(keys, data, prior, config)
+    return sampler.run(keys, data, prior, config, device=device)
 
 
 def _summaries(out: dict, chunk: Chunk, s: _Setup) -> tuple[dict, dict]:
@@ -536,8 +547,9 @@ def _pick_devices(devices):
 def _fitted(todo: list[Chunk], s: _Setup, devices):
     """Yield _ChunkResult of each chunk in `todo` as it finishes."""
     if len(devices) <= 1 or len(todo) <= 1:
+        dev = devices[0] if devices and _run_supports_device() else None
         for c in todo:
-            out, timing = _run_chunk(c, s)
+            out, timing = _run_chunk(c, s, device=dev)
             yield _finish_chunk(c, s, out, timing, str(devices[0]) if devices else None)
         return
     yield from _fitted_parallel(todo, s, devices)
@@ -760,7 +772,6 @@ def sample_batch(
     dtype=None,
     chunk_size: int | None = None,
     memory_budget_mb: float = 512.0,
-    chunk_lanes: int | None = None,
     max_lanes: int | None = None,
     keep_draws: bool | Sequence[str] = True,
     progress: bool = True,
@@ -786,12 +797,10 @@ def sample_batch(
     parametrization, kernel, chains, warmup, draws, target_accept, seed, prior, dtype: as
         in `hnnjax.sample`; `prior` may also be a sequence with one prior per model.
     chunk_size: models per compiled batch; default: as many as fit in `memory_budget_mb`
-        (`bytes_per_model`) and in `chunk_lanes` lanes (default `default_chunk_lanes`: 128
-        on CPU; no cap when `max_lanes` is given), at most the bucket's size.
-    max_lanes: the driver's lane pool per chunk (`sampler.RunConfig.max_lanes`): with
-        fewer lanes than the chunk's chains, a lane whose chain is done takes the next
-        chain, so a slow chain no longer keeps finished lanes idle. Default: one lane per
-        chain.
+        (`bytes_per_model`), at most the bucket's size.
+    max_lanes: the driver's lane pool per chunk (`sampler.RunConfig.max_lanes`; default
+        `default_max_lanes`: 512 on CPU); chunks with fewer chains run one lane per
+        chain. Draws do not depend on it.
     keep_draws: True keeps a `Fit` per model; False keeps summaries only; a tuple of names
         from ("mu", "tau", "theta") keeps those draws only (`BatchResult.draws`).
     progress: a tqdm bar over models (if tqdm is installed); False prints nothing.
@@ -804,10 +813,9 @@ def sample_batch(
     """
     t_start = time.perf_counter()
     ids, entries = _inputs(datasets, ids, id_col, y_col, sigma_col, name_col)
-    pool = {} if max_lanes is None else {"max_lanes": int(max_lanes)}
     config = sampler.RunConfig(
         target=model.NormalNormal(parametrization), kernel=sampler.resolve_kernel(kernel),
-        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept), **pool,
+        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept),
     )
     checked = [_validate(e) for e in entries]
     groups = [g for g, _ in checked]
@@ -816,12 +824,9 @@ def sample_batch(
                _resolve_priors(prior, len(entries)), [id_key(i) for i in ids], _draws_mode(keep_draws))
     _warn_collisions(ids, s.keys)
     devs = _pick_devices(devices)
-    if chunk_lanes is None:
-        # with a lane pool, stragglers no longer idle the other lanes: chunks may be wide
-        platform = getattr(devs[0], "platform", "cpu")
-        chunk_lanes = default_chunk_lanes(platform) if max_lanes is None else 2**62
+    s.max_lanes = int(max_lanes) if max_lanes is not None else default_max_lanes(getattr(devs[0], "platform", "cpu"))
     valid = [i for i in range(len(entries)) if i not in errors]
-    plan = _plan(groups, valid, chunk_size, memory_budget_mb, chunk_lanes, config, np.dtype(s.dtype).itemsize)
+    plan = _plan(groups, valid, chunk_size, memory_budget_mb, config, np.dtype(s.dtype).itemsize)
     store = _Store(out, _fingerprint(s, ids, errors, plan)) if out is not None else None
     results = _run_plan(plan, s, ids, devs, store, progress, on_chunk)
     timing = _timing(results, time.perf_counter() - t_start, devs)

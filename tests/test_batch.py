@@ -1,9 +1,9 @@
 """hnnjax.batch.sample_batch: equality with sample(), batch invariance, failure isolation,
-convergence flags, checkpoints and resume, ids, draws modes, progress, devices.
+convergence flags, checkpoints and resume, ids, draws modes, lane pool, progress, devices.
 
 Every fit uses the static settings of tests/test_sampler.py's SMALL and padded size 8, so
-the whole file compiles two programs (4 lanes: one model or chunk_size=1; 8 lanes:
-chunk_size=2) and one diagnostics block.
+the whole file compiles three programs (4 lanes: one model or chunk_size=1; 8 lanes:
+chunk_size=2; 16 chains on a pool of 4 lanes) and one diagnostics block.
 """
 
 import json
@@ -85,6 +85,8 @@ def test_lane_pool_gives_the_same_draws(result):
     """sampler's lane pool (max_lanes): 16 chains on 4 lanes, one chunk, same draws."""
     pooled = _fit(VALID, chunk_size=None, max_lanes=4)
     assert [(c["width"], c["lanes"]) for c in pooled.chunks] == [(4, 4)]
+    assert [c["lanes"] for c in result.chunks] == [8, 8]  # 8 chains <= 512 lanes: no pool
+    assert batch.default_max_lanes("cpu") == 512
     steps = sum(f.n_grad_evals for f in pooled.fits.values())
     assert pooled.chunks[0]["useful_step_share"] == pytest.approx(steps / (pooled.chunks[0]["loop_iterations"] * 4))
     for i in range(4):
@@ -273,19 +275,15 @@ def test_chunk_plan_from_memory_budget():
     per = batch.bytes_per_model(8, 4, 1000, 1000, 8)
     assert per == 2 * 4 * (2 * 1000 * 10 + 6 * 2000) * 8
     groups = [hnnjax.GroupData(np.zeros(j), np.ones(j)) for j in [3] * 10 + [20] * 3]
-    plan = batch._plan(groups, range(13), None, 4 * per / 2**20, 10**6, config, 8)
+    plan = batch._plan(groups, range(13), None, 4 * per / 2**20, config, 8)
     assert [(c.j_pad, c.width, len(c.members)) for c in plan] == [
         (8, 4, 4), (8, 4, 4), (8, 4, 2), (24, 2, 2), (24, 2, 1)]
     assert [c.members for c in plan[:3]] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
-    plan = batch._plan(groups, range(13), 100, 512, 10**6, config, 8)
+    plan = batch._plan(groups, range(13), 100, 512, config, 8)
     assert [(c.j_pad, c.width) for c in plan] == [(8, 10), (24, 3)]
-    # the lane cap: 16 lanes = 4 models of 4 chains
-    assert batch.default_chunk_lanes("cpu") == 128
-    plan = batch._plan(groups, range(13), None, 512, 16, config, 8)
-    assert [(c.j_pad, c.width) for c in plan] == [(8, 4), (8, 4), (8, 4), (24, 3)]
     # within a bucket, chunks hold models of similar J (the slowest lane sets a chunk's pace)
     groups = [hnnjax.GroupData(np.zeros(j), np.ones(j)) for j in (5, 1, 8, 3)]
-    assert [c.members for c in batch._plan(groups, range(4), 2, 512, 10**6, config, 8)] == [(1, 3), (0, 2)]
+    assert [c.members for c in batch._plan(groups, range(4), 2, 512, config, 8)] == [(1, 3), (0, 2)]
 
 
 # --- devices ----------------------------------------------------------------------------
