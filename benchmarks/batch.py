@@ -183,8 +183,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float64", action="store_true")
     p.add_argument("--samplers", nargs="+", default=["hnnjax", "blackjax"], choices=["hnnjax", "blackjax"])
+    p.add_argument("--cores", type=int, default=None,
+                   help="CPU devices for hnnjax (hnnjax.use_cpu_cores; default: all cores); BlackJAX runs "
+                        "its usual single-device program")
     args = p.parse_args(argv)
     import jax
+
+    import hnnjax
+
+    hnnjax.use_cpu_cores(args.cores)
 
     if args.float64:
         jax.config.update("jax_enable_x64", True)

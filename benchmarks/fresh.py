@@ -46,6 +46,7 @@ print("FRESH_RESULT " + json.dumps(_res))
 SCRIPTS = {
     "hnnjax": """
 import hnnjax
+hnnjax.use_cpu_cores()  # one JAX CPU device per core, as the README shows
 _t1 = time.perf_counter()
 fit = hnnjax.sample(hnnjax.datasets.eight_schools(), parametrization="noncentered", kernel="nuts",
                     chains={chains}, warmup={warmup}, draws={draws}, target_accept={target_accept}, seed=0)

@@ -213,6 +213,9 @@ def main(argv=None) -> int:
     p.add_argument("--persistent-cache", action="store_true",
                    help="leave hnnjax's persistent compilation cache on in this process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cores", type=int, default=None,
+                   help="CPU devices for hnnjax (hnnjax.use_cpu_cores; default: all cores; the peers "
+                        "run their usual single-device programs)")
     a = p.parse_args(argv)
 
     if not a.persistent_cache:
@@ -220,6 +223,10 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_platforms", {"cpu": "cpu", "gpu": "cuda"}[a.device])
+    if a.device == "cpu":
+        import hnnjax
+
+        hnnjax.use_cpu_cores(a.cores)
     try:
         jax.devices()
     except RuntimeError as exc:

@@ -2,6 +2,7 @@
 
 from . import datasets, diagnostics
 from .data import Data, GroupData, bucket_size
+from .devices import use_cpu_cores
 from .exact import exact
 from .fit import Fit
 from .chees import ChEES
@@ -12,7 +13,7 @@ from .sampler import sample
 from .table import Table
 
 __all__ = [
-    "sample", "exact", "Fit", "Table", "NUTS", "HMC", "ChEES",
+    "sample", "exact", "Fit", "Table", "NUTS", "HMC", "ChEES", "use_cpu_cores",
     "Data", "GroupData", "bucket_size", "datasets", "diagnostics",
     "Prior", "Normal", "Flat", "HalfCauchy", "HalfNormal",
 ]

@@ -20,10 +20,10 @@ their batch (`sampler._program`). So batching is purely a question of throughput
 * **Summaries.** mean, sd, 5/50/95% quantiles, bulk/tail ESS and R-hat of mu, tau and
   every theta_j come from `diagnostics.summarize`, applied in blocks of a fixed shape
   (`summarize_blocks`) so that its operations compile once, not once per bucket.
-* **Devices.** Chunks are dealt to the local devices by one worker thread per device
-  (each takes the next chunk when it is free), when `sampler.run` accepts a `device`
-  argument; otherwise they run one after another on the default device. Results do not
-  depend on the device a chunk ran on.
+* **Devices.** Every chunk runs on all the given devices at once (default: all local
+  devices; on CPU see `hnnjax.use_cpu_cores`): `sampler.run` deals its chains to them in
+  contiguous blocks, each device with its own lane pool of `max_lanes`. Results do not
+  depend on the devices.
 * **Failure isolation.** Each dataset is validated on its own (`GroupData`): an invalid
   one is reported with status "invalid" and the validation message, the others are fit.
   A fit whose diagnostics fail the thresholds is reported as "unconverged" with reasons.
@@ -56,12 +56,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
-import queue
-import threading
 import time
 import warnings
 import zlib
@@ -226,7 +223,7 @@ def _plan(groups, valid, chunk_size, memory_budget_mb, config, itemsize) -> list
 
 
 def default_max_lanes(platform: str) -> int:
-    """The driver's lane pool per chunk when `max_lanes` is not given.
+    """The driver's lane pool on each device when `max_lanes` is not given.
 
     Measured on a 2-core CPU (1000 eight-schools-sized models, 4 chains, 500 + 500
     iterations): a loop iteration costs about 2.5 us per lane at 128 lanes and about
@@ -278,19 +275,14 @@ def _chunk_inputs(chunk: Chunk, s: _Setup):
 
 
 def _chunk_config(chunk: Chunk, s: _Setup) -> sampler.RunConfig:
-    """The pool only where the chunk has more chains than `max_lanes`: otherwise one lane
-    per chain, the very program `hnnjax.sample` compiles for the same lane count."""
-    if s.max_lanes is None or chunk.width * s.config.chains <= s.max_lanes:
-        return s.config
+    """A device with no more chains than `max_lanes` runs one lane per chain, the very
+    program `hnnjax.sample` compiles for the same lane count (`sampler.run` decides)."""
     return dataclasses.replace(s.config, max_lanes=s.max_lanes)
 
 
-def _run_chunk(chunk: Chunk, s: _Setup, device=None):
+def _run_chunk(chunk: Chunk, s: _Setup, devices):
     keys, data, prior = _chunk_inputs(chunk, s)
-    config = _chunk_config(chunk, s)
-    if device is None:
-        return sampler.run(keys, data, prior, config)
-    return sampler.run(keys, data, prior, config, device=device)
+    return sampler.run(keys, data, prior, _chunk_config(chunk, s), devices=devices)
 
 
 def _summaries(out: dict, chunk: Chunk, s: _Setup) -> tuple[dict, dict]:
@@ -382,23 +374,22 @@ class _ChunkResult:
     info: dict
 
 
-def _chunk_info(chunk, s, timing, steps, device, source) -> dict:
-    # the lanes each loop iteration advanced: the driver's pool when it has one
-    lanes = int(timing.get("lanes", chunk.width * s.config.chains))
-    iters = int(timing["loop_iterations"])
+def _chunk_info(chunk, s, timing, steps, source) -> dict:
+    lane_iters = int(timing["lane_iterations"])
     return {
         "chunk": chunk.index, "j_pad": chunk.j_pad, "models": len(chunk.members),
-        "width": chunk.width, "device": device, "source": source,
+        "width": chunk.width, "devices": int(timing["devices"]), "source": source,
         "compile_s": float(timing["compile_s"]), "run_s": float(timing["run_s"]),
-        "loop_iterations": iters, "lanes": lanes, "useful_steps": int(steps), "lane_iterations": iters * lanes,
-        "useful_step_share": float(steps / (iters * lanes)) if iters else float("nan"),
+        "loop_iterations": int(timing["loop_iterations"]), "lanes": int(timing["lanes"]),
+        "useful_steps": int(steps), "lane_iterations": lane_iters,
+        "useful_step_share": float(steps / lane_iters) if lane_iters else float("nan"),
     }
 
 
-def _finish_chunk(chunk: Chunk, s: _Setup, out: dict, timing: dict, device) -> _ChunkResult:
+def _finish_chunk(chunk: Chunk, s: _Setup, out: dict, timing: dict) -> _ChunkResult:
     rows, groups = _summaries(out, chunk, s)
     # the useful-step share counts the real models' steps only: padding copies are waste
-    info = _chunk_info(chunk, s, timing, rows["n_steps"].sum(), device, "fit")
+    info = _chunk_info(chunk, s, timing, rows["n_steps"].sum(), "fit")
     return _ChunkResult(chunk, rows, groups, _kept_draws(out, chunk, s), info)
 
 
@@ -526,68 +517,24 @@ def _fingerprint(s: _Setup, ids, errors, plan) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Running the plan: sequential or one worker per device
+# Running the plan
 # --------------------------------------------------------------------------------------
-
-
-def _run_supports_device() -> bool:
-    return "device" in inspect.signature(sampler.run).parameters
 
 
 def _pick_devices(devices):
     import jax
 
     devs = list(jax.local_devices()) if devices is None else list(devices)
-    if len(devs) > 1 and not _run_supports_device():
-        # sampler.run compiles for the default device only; see the module docstring
-        devs = devs[:1]
+    if not devs:
+        raise ValueError("devices: need at least one device")
     return devs
 
 
 def _fitted(todo: list[Chunk], s: _Setup, devices):
     """Yield _ChunkResult of each chunk in `todo` as it finishes."""
-    if len(devices) <= 1 or len(todo) <= 1:
-        dev = devices[0] if devices and _run_supports_device() else None
-        for c in todo:
-            out, timing = _run_chunk(c, s, device=dev)
-            yield _finish_chunk(c, s, out, timing, str(devices[0]) if devices else None)
-        return
-    yield from _fitted_parallel(todo, s, devices)
-
-
-def _fitted_parallel(todo, s, devices):
-    """One thread per device takes the next chunk when free (JAX releases the GIL while a
-    program runs), so a slow chunk on one device does not hold the others up."""
-    work: queue.Queue = queue.Queue()
     for c in todo:
-        work.put(c)
-    done: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def worker(dev):
-        while not stop.is_set():
-            try:
-                c = work.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                out, timing = _run_chunk(c, s, device=dev)
-                done.put((c, out, timing, str(dev), None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                done.put((c, None, None, str(dev), exc))
-                return
-
-    threads = [threading.Thread(target=worker, args=(d,), daemon=True) for d in devices]
-    for t in threads:
-        t.start()
-    try:
-        for _ in range(len(todo)):
-            c, out, timing, dev, exc = done.get()
-            if exc is not None:
-                raise exc
-            yield _finish_chunk(c, s, out, timing, dev)
-    finally:
-        stop.set()
+        out, timing = _run_chunk(c, s, devices)
+        yield _finish_chunk(c, s, out, timing)
 
 
 # --------------------------------------------------------------------------------------
@@ -612,9 +559,10 @@ class BatchResult:
         (chains, draws); "theta": (chains, draws, J)); else empty.
     timing: compile_s and run_s summed over chunks fitted in this call, wall_s, models
         fitted per second of wall time, useful_step_share overall (sum over lanes and
-        iterations of n_steps / sum over chunks of loop_iterations x lanes), devices.
-    chunks: per-chunk records (padded size, models, width, lanes, device, source "fit" or
-        "disk", compile_s, run_s, loop_iterations, useful_step_share).
+        iterations of n_steps / the lane-steps computed), devices.
+    chunks: per-chunk records (padded size, models, width, devices, lanes (all devices),
+        source "fit" or "disk", compile_s, run_s, loop_iterations (of the slowest device),
+        lane_iterations, useful_step_share).
     """
 
     models: Table
@@ -722,7 +670,8 @@ def _draw_outputs(results, ids, s: _Setup) -> tuple[dict, dict]:
         res, r = where[i]
         gd = s.groups[i]
         if s.draws_mode is True:
-            chunk_timing = {k: res.info[k] for k in ("compile_s", "run_s", "loop_iterations")}
+            chunk_timing = {k: res.info[k] for k in ("compile_s", "run_s", "loop_iterations", "lanes",
+                                                     "lane_iterations", "devices")}
             fits[ids[i]] = sampler._to_fit(res.draws, r, gd, s.priors[i], s.config, s.seed, chunk_timing)
         for k in draws:
             a = res.draws[k][r]
@@ -798,9 +747,9 @@ def sample_batch(
         in `hnnjax.sample`; `prior` may also be a sequence with one prior per model.
     chunk_size: models per compiled batch; default: as many as fit in `memory_budget_mb`
         (`bytes_per_model`), at most the bucket's size.
-    max_lanes: the driver's lane pool per chunk (`sampler.RunConfig.max_lanes`; default
-        `default_max_lanes`: 512 on CPU); chunks with fewer chains run one lane per
-        chain. Draws do not depend on it.
+    max_lanes: the driver's lane pool on each device (`sampler.RunConfig.max_lanes`;
+        default `default_max_lanes`: 512 on CPU); a device with fewer chains runs one
+        lane per chain. Draws do not depend on it.
     keep_draws: True keeps a `Fit` per model; False keeps summaries only; a tuple of names
         from ("mu", "tau", "theta") keeps those draws only (`BatchResult.draws`).
     progress: a tqdm bar over models (if tqdm is installed); False prints nothing.
@@ -808,7 +757,7 @@ def sample_batch(
         models.parquet / groups.parquet); a rerun with the same arguments resumes.
     rhat_max, ess_min (default 100 * chains), max_divergence_rate: the thresholds below
         which a fitted model is "ok", else "unconverged" with the reasons.
-    devices: the devices to deal chunks to (default all local devices).
+    devices: the devices each chunk is spread over (default all local devices).
     on_chunk: called with each chunk's record after it is finished (and written).
     """
     t_start = time.perf_counter()
@@ -872,7 +821,7 @@ def _run_plan(plan, s: _Setup, ids, devs, store, progress, on_chunk) -> list[_Ch
             if on_chunk is not None:
                 on_chunk(dict(res.info))
     finally:
-        fitted.close()  # an interruption stops the device workers now, not at garbage collection
+        fitted.close()
         if bar is not None:
             bar.close()
     return sorted(results, key=lambda r: r.chunk.index)

@@ -118,14 +118,27 @@ def main(argv=None) -> int:
     r.add_argument("--chunk-size", type=int, default=None,
                    help="models per compiled batch (default: from a memory budget)")
     r.add_argument("--max-lanes", type=int, default=None,
-                   help="lane pool of the sampler per chunk (default: one lane per chain)")
+                   help="lane pool of the sampler on each device (default: hnnjax.batch.default_max_lanes)")
     r.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="write finished chunks here; a rerun with the same arguments resumes")
     r.add_argument("--float64", action="store_true", help="sample in float64 (default float32)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_restaurants)
+    for cmd in (p, r):
+        cmd.add_argument("--cores", type=int, default=None,
+                         help="CPU cores to sample on, one JAX device each (default: all this process may use)")
     args = parser.parse_args(argv)
+    _use_cores(args.cores)
     return args.func(args)
+
+
+def _use_cores(n) -> None:
+    from .devices import use_cpu_cores
+
+    try:
+        use_cpu_cores(n)
+    except RuntimeError as exc:  # JAX already started in this process (e.g. called from Python)
+        print(f"note: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,11 @@ class Fit:
     @property
     def useful_step_share(self) -> float:
         """Leapfrog steps the chains needed / steps the vmapped loop computed for all lanes."""
-        lanes = self.timing.get("lanes", self.chains)
         needed = self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum()
-        return float(needed / (self.timing["loop_iterations"] * lanes))
+        computed = self.timing.get("lane_iterations")
+        if computed is None:  # timings recorded before lane_iterations existed
+            computed = self.timing["loop_iterations"] * self.timing.get("lanes", self.chains)
+        return float(needed / computed)
 
     @property
     def n_grad_evals(self) -> int:

@@ -74,7 +74,7 @@ class RunConfig:
     target_accept: float = 0.8
     driver: str = "independent"
     init_radius: float = 2.0
-    max_lanes: int | None = None  # lanes of the independent driver's pool (None: one per task)
+    max_lanes: int | None = None  # lanes of the independent driver's pool on each device (None: one per task)
 
     def __post_init__(self):
         if self.driver not in DRIVERS:
@@ -519,15 +519,71 @@ def lane_inputs(keys, data, prior, chains: int):
     return lane_keys, jax.tree.map(repeat, data), jax.tree.map(repeat, prior)
 
 
-def run(keys, data, prior, config: RunConfig):
+def _shard_plan(n_models: int, config: RunConfig, n_devices: int) -> tuple[int, int]:
+    """(devices used, tasks per device) for n_models x chains tasks.
+
+    Lanes never talk to each other (the independent and synchronized drivers), so tasks are
+    dealt in contiguous blocks, at least two per device: XLA specializes a size-1 lane
+    axis, which would change rounding. ChEES adapts across the chains of a model, so there
+    a block holds whole models.
+    """
+    unit = config.chains if isinstance(config.kernel, chees.ChEES) else 1
+    units = n_models * config.chains // unit
+    used = max(1, min(n_devices, units if unit > 1 else units // 2))
+    per_device = max(-(-units // used) * unit, 2)
+    return used, per_device
+
+
+def _placement(devices):
+    """The sharding of the program's inputs and outputs: one device, or blocks of tasks."""
+    if len(devices) == 1:
+        return jax.sharding.SingleDeviceSharding(devices[0])
+    return jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("tasks",)), jax.sharding.PartitionSpec("tasks"))
+
+
+def _compiled_program(config: RunConfig, args, devices):
+    """The program for these shapes and devices, cached in-process; compile seconds (0 if
+    cached). `args` must already be placed with `_placement(devices)`."""
+    signature = repr((config, [d.id for d in devices], jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
+    compiled = _COMPILED.get(signature)
+    if compiled is not None:
+        return compiled, 0.0
+    t0 = time.perf_counter()
+    if len(devices) == 1:
+        fn = jax.jit(_traced_program, static_argnames=("config",))
+        compiled = fn.lower(*args, config=config).compile()
+    else:
+        # Every device runs the same program on its own block of tasks, with its own loop
+        # (no collectives: a device stops when its own tasks are done).
+        sharding = _placement(devices)
+
+        def local(keys, target, data, prior):
+            out, n_iter = _traced_program(keys, target, data, prior, config)
+            return out, n_iter[None]
+
+        fn = jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
+                                   check_vma=False))
+        compiled = fn.lower(*args).compile()
+    _COMPILED[signature] = compiled
+    return compiled, time.perf_counter() - t0
+
+
+def run(keys, data, prior, config: RunConfig, devices=None):
     """Run the compiled program for a batch of models; returns (numpy results, timing).
 
     keys (M,), data arrays (M, J_pad), prior arrays (M,); results shaped (M, chains, ...).
-    timing also holds `loop_iterations`, the trips through the leapfrog loop, and `lanes`,
-    the lanes each trip advanced: the useful-step share is sum(n_steps) / (loop_iterations
-    * lanes).
+    devices: where to run (default: all local devices of JAX's default backend). The
+    model x chain tasks are dealt to them in contiguous blocks and every device runs the
+    same program on its block; a task's draws do not depend on where it ran (see
+    `_shard_plan`). On CPU, `hnnjax.use_cpu_cores` makes each core a device.
+    timing holds `loop_iterations` (the trips through the leapfrog loop of the slowest
+    device), `lanes` (all devices), `lane_iterations` (the lane-steps computed, summed over
+    devices: the useful-step share is sum(n_steps) / lane_iterations) and `devices`.
     """
     _enable_persistent_cache()
+    devices = list(jax.local_devices()) if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices: need at least one device")
     n_models = int(keys.shape[0])
     lane_keys, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
@@ -538,27 +594,25 @@ def run(keys, data, prior, config: RunConfig):
         raise ValueError("data: a target's data needs at least one floating-point array")
     lane_target = np.full(n_lanes, config.target_accept, float_leaves[0].dtype)
     inputs = (lane_keys, lane_target, lane_data, lane_prior)
-    if n_lanes == 1:  # a size-1 lane axis would be specialized by XLA (see _program)
-        inputs = jax.tree.map(lambda a: jnp.concatenate([a, a]), inputs)
-    args = jax.tree.map(jnp.asarray, inputs)
+    used, per_device = _shard_plan(n_models, config, len(devices))
+    devices = devices[:used]
+    n_padded = used * per_device
+    if n_padded > n_lanes:  # padding tasks repeat the last one; their results are dropped
+        inputs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_padded - n_lanes, axis=0)]), inputs)
+    args = jax.device_put(inputs, _placement(devices))
+    if config.max_lanes is not None and config.max_lanes >= per_device:
+        config = dataclasses.replace(config, max_lanes=None)  # no pool needed: one program fewer
     # target_accept is a runtime argument: it must not split the compilation cache.
-    config = dataclasses.replace(config, target_accept=0.5)
-    signature = repr((config, jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
-    compile_s = 0.0
-    compiled = _COMPILED.get(signature)
-    if compiled is None:
-        t0 = time.perf_counter()
-        fn = jax.jit(_traced_program, static_argnames=("config",))
-        compiled = fn.lower(*args, config=config).compile()
-        compile_s = time.perf_counter() - t0
-        _COMPILED[signature] = compiled
+    compiled, compile_s = _compiled_program(dataclasses.replace(config, target_accept=0.5), args, devices)
     t0 = time.perf_counter()
     out, n_iter = jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
     out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
-    n_tasks = int(args[0].shape[0])
-    pool = n_tasks if config.driver != "independent" or config.max_lanes is None else max(2, min(n_tasks, config.max_lanes))
-    return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(n_iter), "lanes": pool}
+    iters = np.atleast_1d(np.asarray(n_iter)).astype(np.int64)
+    independent = config.driver == "independent" and not isinstance(config.kernel, chees.ChEES)
+    pool = per_device if not independent or config.max_lanes is None else max(2, min(per_device, config.max_lanes))
+    return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(iters.max()),
+                 "lanes": pool * used, "lane_iterations": int(iters.sum() * pool), "devices": used}
 
 
 def _resolve_dtype(dtype):
@@ -600,13 +654,15 @@ def sample(
     model_id: int = 0,
     dtype=None,
     driver: str = "independent",
+    devices=None,
 ):
     """Fit one model with NUTS (default) or HMC; all chains run in one compiled program.
 
     The model's key is fold_in(PRNGKey(seed), model_id), so `sample(..., model_id=i)` gives
     the same draws as model i of `sample_batch` with the same seed. `driver` picks the
     lane-independent loop (default) or the classic synchronized one (same distribution).
-    Returns a `Fit`.
+    `devices` (default: all local devices) share the chains (`run`; on CPU see
+    `hnnjax.use_cpu_cores`); the draws do not depend on them. Returns a `Fit`.
     """
     from .data import bucket_size, stack
     from .fit import Fit
@@ -626,7 +682,7 @@ def sample(
     dt = _resolve_dtype(dtype)
     batch = stack([gd], bucket_size(gd.J), dtype=dt)
     prior_b = Prior(*(np.asarray(a)[None].astype(dt if np.asarray(a).dtype.kind == "f" else np.int32) for a in pr))
-    out, timing = run(model_keys(seed, [model_id]), batch, prior_b, config)
+    out, timing = run(model_keys(seed, [model_id]), batch, prior_b, config, devices=devices)
     return _to_fit(out, 0, gd, pr, config, seed, timing)
 
 

@@ -1,0 +1,80 @@
+"""hnnjax.devices and sampler.run over several devices: one CPU device per core.
+
+JAX fixes its CPU device count when its backend starts, so the two-device runs happen in
+a subprocess that calls `hnnjax.use_cpu_cores(2)` first. float64 there, float32 for HMC.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import pytest
+
+import hnnjax
+from hnnjax import devices, sampler
+
+
+def test_available_cores_is_positive():
+    assert devices.available_cores() >= 1
+
+
+def test_use_cpu_cores_after_the_backend_started():
+    """This process's backend is up: the same count is accepted, another one is refused."""
+    have = len(jax.devices("cpu"))
+    assert hnnjax.use_cpu_cores(have) == have
+    with pytest.raises(RuntimeError, match="use_cpu_cores"):
+        hnnjax.use_cpu_cores(have + 1)
+    with pytest.raises(ValueError, match="n: must be >= 1"):
+        hnnjax.use_cpu_cores(0)
+
+
+@pytest.mark.parametrize("n_models, chains, n_devices, kernel, expect", [
+    (1, 4, 2, "nuts", (2, 2)),    # one model's chains split, two lanes a device
+    (1, 1, 2, "nuts", (1, 2)),    # one lane: one device, padded to two lanes
+    (1, 3, 2, "nuts", (1, 3)),    # three lanes: not two a device, so one device
+    (5, 4, 2, "nuts", (2, 10)),
+    (1, 4, 2, "chees", (1, 4)),   # ChEES keeps a model's chains together
+    (3, 4, 2, "chees", (2, 8)),   # two models a device, one padding model
+])
+def test_shard_plan(n_models, chains, n_devices, kernel, expect):
+    config = sampler.RunConfig(chains=chains, kernel=sampler.resolve_kernel(kernel))
+    assert sampler._shard_plan(n_models, config, n_devices) == expect
+
+
+def test_two_cpu_devices_give_the_same_draws(tmp_path):
+    script = tmp_path / "two_devices.py"
+    script.write_text(textwrap.dedent("""
+        import jax
+        import hnnjax
+        assert hnnjax.use_cpu_cores(2) == 2
+        jax.config.update("jax_enable_x64", True)
+        import numpy as np
+        from hnnjax.batch import sample_batch
+        two = jax.devices()
+        assert len(two) == 2
+        es = hnnjax.datasets.eight_schools()
+        for kernel, dtype in (("nuts", np.float64), ("hmc", np.float32)):
+            kw = dict(kernel=kernel, chains=4, warmup=150, draws=100, seed=5, dtype=dtype)
+            a = hnnjax.sample(es, **kw)
+            b = hnnjax.sample(es, devices=two[:1], **kw)
+            assert (a.timing["devices"], b.timing["devices"]) == (2, 1), (a.timing, b.timing)
+            for k in a.draws:
+                np.testing.assert_array_equal(a.draws[k], b.draws[k])
+            assert a.n_grad_evals == b.n_grad_evals
+        data = [es, ([1.0, 2.0, 3.0], [1.0, 1.0, 2.0]), ([4.0], [2.0]), ([0.0, 1.0], [1.0, 3.0])]
+        kw = dict(chains=4, warmup=100, draws=50, seed=3, chunk_size=3, max_lanes=4, progress=False)
+        both = sample_batch(data, **kw)
+        one = sample_batch(data, devices=two[:1], **kw)
+        assert [(c["devices"], c["lanes"]) for c in both.chunks] == [(2, 8), (2, 8)]
+        for i in range(4):
+            for k in ("mu", "tau", "theta"):
+                np.testing.assert_array_equal(both.fits[i].draws[k], one.fits[i].draws[k])
+        print("ok", both.timing["devices"], [c["useful_step_share"] for c in both.chunks])
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok")
