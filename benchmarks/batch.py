@@ -12,7 +12,7 @@ the same datasets, in chunks of the same number of models:
   next chain (a pool of `default_max_lanes` lanes; `hnnjax.sampler`).
 - BlackJAX: `benchmarks.peers.blackjax_program` (window adaptation + sampling, chains
   vmapped) vmapped once more over the chunk's models, all inside one `jax.jit`, compiled
-  ahead of time; model m's key is fold_in(key(seed), m).
+  ahead of time; model m's key is hnnjax's (`hnnjax.sampler.model_keys`).
 
 Figures, per sampler (one estimator for both: `hnnjax.diagnostics` through
 `hnnjax.batch.summarize_blocks`, over mu, tau and every theta_j):
@@ -123,7 +123,7 @@ def run_blackjax(data, settings: Settings, chunk_size: int, dtype, seed: int, ma
         idx = np.arange(start, min(start + chunk_size, len(data)))
         width = min(chunk_size, len(data))
         lanes = np.r_[idx, np.full(width - idx.size, idx[0])]  # same shape for the last chunk
-        keys = model_keys(seed, lanes)  # fold_in(key(seed), m), as hnnjax's model keys
+        keys = jax.random.wrap_key_data(jnp.asarray(model_keys(seed, lanes)))  # hnnjax's model keys
         y, s = jnp.asarray(y_all[lanes]), jnp.asarray(s_all[lanes])
         if width not in compiled:
             t0 = time.perf_counter()

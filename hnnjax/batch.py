@@ -1,7 +1,7 @@
 """Fit thousands of hierarchical normal-normal models in one call (`sample_batch`).
 
 Every model m is fitted exactly as `hnnjax.sample(data_m, model_id=key_m, seed=seed)`
-would fit it: its key is fold_in(PRNGKey(seed), key_m), its data are padded to
+would fit it: its key is `sampler.model_keys(seed, key_m)`, its data are padded to
 `bucket_size(J_m)`, and the driver's lanes are bitwise independent of the other lanes of
 their batch (`sampler._program`). So batching is purely a question of throughput:
 

@@ -8,7 +8,10 @@ plain elementwise uint32 arithmetic, XLA fuses it into the surrounding kernel.
 
 A key is two uint32 words. Every draw is a pure function of (key, counter, stream):
 `derive` makes sub-keys (one per transition), `uniform` and `normal` draw values. The
-lane's first key words come from the user's seed through `jax.random` (`key_words`).
+lanes' key words come from the user's seed through `threefry2x32` on numpy arrays
+(`sampler.model_keys`, `sampler.lane_inputs`): it is plain operator arithmetic, so it
+runs on the host too, with no program to compile. `key_words` turns a `jax.random` key
+into words.
 """
 
 from __future__ import annotations

@@ -13,19 +13,23 @@ leapfrog step) and `finish`. A *lane* is one chain of one model. Two drivers run
   whose trajectory ended wait for the longest one.
 
 Both draw the same random numbers for the same lane and iteration (the transition key is
-fold_in(lane key, iteration)), so they produce the same draws; the tests check it.
+`counter_rng.derive(lane key, iteration)`), so they produce the same draws; the tests check it.
 
-Keys: model key = fold_in(PRNGKey(seed), model_id); lane key = fold_in(model key, chain).
+Keys, computed on the host (`model_keys`, `lane_inputs`): model key = Threefry-2x32 of
+(model_id, 0) under the seed; lane key = Threefry-2x32 of (chain, 1) under the model key.
 A model's draws therefore depend on its seed, its id and its padded size only.
 
-Compiled programs are cached per (static configuration, shapes, dtypes), and JAX's
-persistent compilation cache is enabled (unless HNNJAX_NO_PERSISTENT_CACHE is set) so a
-new process does not compile the same program again.
+Compiled programs are cached per (static configuration, devices, shapes, dtypes) in the
+process, and on disk (unless HNNJAX_NO_PERSISTENT_CACHE is set; HNNJAX_CACHE_DIR, default
+~/.cache/hnnjax/xla): JAX's persistent compilation cache, and each program serialized
+with `jax.export` (`_saved_program`), so a new process neither traces nor compiles it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -453,14 +457,14 @@ def _run_chees(words, target, data, prior, config: RunConfig):
     return recs, by_lane(frozen[0]).astype(dtype), by_lane(minv), n_iter
 
 
-def _program(lane_keys, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
-    """All tasks (model x chain, flattened outside) -> per-task results.
+def _program(words, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
+    """All tasks (model x chain, flattened outside; `words` are their counter_rng keys)
+    -> per-task results.
 
     The program has no model axis: XLA specializes a size-1 model axis, which changes
     rounding, so flattening outside keeps a model's draws bitwise independent of how
     many other models share its batch.
     """
-    words = jax.vmap(counter_rng.key_words)(lane_keys)
     n_tasks = words.shape[0]
     if isinstance(config.kernel, chees.ChEES):
         recs, step_size, inverse_mass, n_iter = _run_chees(words, lane_target, lane_data, lane_prior, config)
@@ -489,12 +493,17 @@ def _traced_program(keys, target, data, prior, config):
     return _program(keys, target, data, prior, config)
 
 
-def _enable_persistent_cache():
+def _cache_dir() -> str | None:
+    """hnnjax's cache directory, or None when the persistent caches are off."""
     if os.environ.get("HNNJAX_NO_PERSISTENT_CACHE"):
+        return None
+    return os.environ.get("HNNJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "hnnjax", "xla"))
+
+
+def _enable_persistent_cache():
+    path = _cache_dir()
+    if path is None or jax.config.jax_compilation_cache_dir:
         return
-    if jax.config.jax_compilation_cache_dir:
-        return
-    path = os.environ.get("HNNJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "hnnjax", "xla"))
     try:
         os.makedirs(path, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", path)
@@ -504,19 +513,80 @@ def _enable_persistent_cache():
         pass
 
 
-def model_keys(seed: int, model_ids) -> jax.Array:
-    """Key of each model: fold_in(PRNGKey(seed), id) for integer ids."""
-    base = jax.random.key(int(seed))
-    ids = jnp.asarray(np.asarray(model_ids, dtype=np.uint32))
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
+_SOURCE_HASH: list = []
+
+
+def _source_hash() -> str:
+    """A hash of this package's source: a saved program is only reused by the same code."""
+    if not _SOURCE_HASH:
+        h = hashlib.sha256(f"{jax.__version__}".encode())
+        root = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), "rb") as f:
+                    h.update(name.encode() + f.read())
+        _SOURCE_HASH.append(h.hexdigest())
+    return _SOURCE_HASH[0]
+
+
+def _saved_program(signature: str, build, args):
+    """`build()`'s jitted function, through a serialized `jax.export` copy on disk.
+
+    A new process then skips tracing the program (about a second) as well as compiling it
+    (JAX's persistent cache): it reads the exported StableHLO and compiles that, which the
+    compilation cache serves. The file name hashes the signature, the package source and
+    the JAX version. Any failure falls back to tracing.
+    """
+    folder = _cache_dir()
+    if folder is None:
+        return build()
+    path = os.path.join(folder, "exported", hashlib.sha256((signature + _source_hash()).encode()).hexdigest() + ".bin")
+
+    def calling(exported):  # the exported program takes the flat list of input arrays
+        return jax.jit(lambda *a: exported.call(*jax.tree.leaves(a)))
+
+    try:
+        with open(path, "rb") as f:
+            return calling(jax.export.deserialize(bytearray(f.read())))
+    except Exception:  # absent, unreadable or from another JAX: trace it
+        pass
+    fn = build()
+    leaves, treedef = jax.tree.flatten(args)
+    try:
+        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))))(*leaves)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(exported.serialize())
+        os.replace(tmp, path)
+        return calling(exported)
+    except Exception:  # e.g. a read-only cache directory
+        return fn
+
+
+def model_keys(seed: int, model_ids) -> np.ndarray:
+    """Key words of each model, (M, 2) uint32: Threefry-2x32 of (id, 0) under the seed's
+    key (the seed's high and low 32 bits). Computed on the host: nothing to compile."""
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed: must be in [0, 2**64), got {seed}")
+    ids = np.asarray(model_ids, dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= 2**32):
+        raise ValueError("model ids: must be in [0, 2**32)")
+    key = np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
+    words = counter_rng.threefry2x32(key, ids.astype(np.uint32), np.zeros(ids.size, np.uint32))
+    return np.stack(words, axis=-1)
 
 
 def lane_inputs(keys, data, prior, chains: int):
-    """Flatten (model, chain) into lanes: key fold_in(model key, chain), data repeated."""
-    lane_keys = jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(k, c))(jnp.arange(chains)))(keys)
-    lane_keys = lane_keys.reshape((-1,) + lane_keys.shape[2:])
+    """Flatten (model, chain) into lanes: lane key words = Threefry-2x32 of (chain, 1) under
+    the model's words; data and prior repeated. On the host, like `model_keys`."""
+    keys = np.asarray(keys, np.uint32)
+    model_words = np.repeat(keys, chains, axis=0).T  # (2, lanes)
+    chain = np.tile(np.arange(chains, dtype=np.uint32), keys.shape[0])
+    words = np.stack(counter_rng.threefry2x32(model_words, chain, np.ones_like(chain)), axis=-1)
     repeat = lambda a: np.repeat(np.asarray(a), chains, axis=0)  # noqa: E731
-    return lane_keys, jax.tree.map(repeat, data), jax.tree.map(repeat, prior)
+    return words, jax.tree.map(repeat, data), jax.tree.map(repeat, prior)
 
 
 def _shard_plan(n_models: int, config: RunConfig, n_devices: int) -> tuple[int, int]:
@@ -542,17 +612,17 @@ def _placement(devices):
 
 
 def _compiled_program(config: RunConfig, args, devices):
-    """The program for these shapes and devices, cached in-process; compile seconds (0 if
-    cached). `args` must already be placed with `_placement(devices)`."""
+    """The program for these shapes and devices, cached in-process and on disk; compile
+    seconds (0 if cached in-process). `args` must already be placed with `_placement`."""
     signature = repr((config, [d.id for d in devices], jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
     compiled = _COMPILED.get(signature)
     if compiled is not None:
         return compiled, 0.0
     t0 = time.perf_counter()
-    if len(devices) == 1:
-        fn = jax.jit(_traced_program, static_argnames=("config",))
-        compiled = fn.lower(*args, config=config).compile()
-    else:
+
+    def build():
+        if len(devices) == 1:
+            return jax.jit(functools.partial(_traced_program, config=config))
         # Every device runs the same program on its own block of tasks, with its own loop
         # (no collectives: a device stops when its own tasks are done).
         sharding = _placement(devices)
@@ -561,9 +631,10 @@ def _compiled_program(config: RunConfig, args, devices):
             out, n_iter = _traced_program(keys, target, data, prior, config)
             return out, n_iter[None]
 
-        fn = jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
-                                   check_vma=False))
-        compiled = fn.lower(*args).compile()
+        return jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
+                                     check_vma=False))
+
+    compiled = _saved_program(signature, build, args).lower(*args).compile()
     _COMPILED[signature] = compiled
     return compiled, time.perf_counter() - t0
 
@@ -585,7 +656,7 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     if not devices:
         raise ValueError("devices: need at least one device")
     n_models = int(keys.shape[0])
-    lane_keys, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
+    lane_words, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
     # The target's float dtype: the first floating-point leaf of the data (a target may
     # hold integer arrays too, e.g. the radon regression's county index).
@@ -593,7 +664,7 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     if not float_leaves:
         raise ValueError("data: a target's data needs at least one floating-point array")
     lane_target = np.full(n_lanes, config.target_accept, float_leaves[0].dtype)
-    inputs = (lane_keys, lane_target, lane_data, lane_prior)
+    inputs = (lane_words, lane_target, lane_data, lane_prior)
     used, per_device = _shard_plan(n_models, config, len(devices))
     devices = devices[:used]
     n_padded = used * per_device
@@ -658,7 +729,7 @@ def sample(
 ):
     """Fit one model with NUTS (default) or HMC; all chains run in one compiled program.
 
-    The model's key is fold_in(PRNGKey(seed), model_id), so `sample(..., model_id=i)` gives
+    The model's key derives from (seed, model_id) (`model_keys`), so `sample(..., model_id=i)` gives
     the same draws as model i of `sample_batch` with the same seed. `driver` picks the
     lane-independent loop (default) or the classic synchronized one (same distribution).
     `devices` (default: all local devices) share the chains (`run`; on CPU see

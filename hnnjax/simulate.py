@@ -141,7 +141,7 @@ def fit_many(datasets: Sequence[GroupData], parametrization: str = "noncentered"
              cost_hint=None, tail_share: float = 0.0, tail_chunk_size: int = 8) -> BatchDraws:
     """Fit every dataset (all with the same number of groups) with `sampler.run`.
 
-    Model m gets the key fold_in(PRNGKey(seed), ids[m]) (ids default 0..M-1), exactly as
+    Model m gets the key `sampler.model_keys(seed, ids[m])` (ids default 0..M-1), exactly as
     `hnnjax.sample(datasets[m], model_id=ids[m], seed=seed)` would, so any one fit can be
     reproduced alone. `prior` is one prior for all or a sequence of M priors. Models are
     run in chunks of `chunk_size` (default: 256 lanes' worth) after sorting by `cost_hint`

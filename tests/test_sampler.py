@@ -7,6 +7,12 @@ sd (about 2 MCSE at these sample sizes) is caught across seeds; `test_z_test_has
 shows the same check rejecting a wrong posterior.
 """
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,7 +110,7 @@ def test_vmap_over_chains_equals_loop_over_chains():
     """Each lane of the vmapped program equals the same lane run alone (same key), bit for bit."""
     config = sampler.RunConfig(chains=1, warmup=100, draws=50)
     prior = jax.tree.map(lambda a: np.asarray(a)[None], hnnjax.Prior.default())
-    keys = jax.random.split(jax.random.key(11), 3)
+    keys = sampler.model_keys(11, [0, 1, 2])
     batched, _ = sampler.run(keys, hnnjax.data.stack([SCHOOLS] * 3, 8),
                              jax.tree.map(lambda a: np.repeat(a, 3, 0), prior), config)
     for i in range(3):
@@ -221,3 +227,27 @@ def test_to_arviz_round_trip():
     # ArviZ's own diagnostics on our draws agree with ours
     np.testing.assert_allclose(az.rhat(idata, var_names=["mu"])["mu"].values,
                                fit.summary().row("mu")["r_hat"], rtol=1e-6)
+
+
+def test_a_new_process_reuses_the_saved_program(tmp_path):
+    """The second process reads the exported program: it traces nothing, draws the same."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import hnnjax
+        from hnnjax import sampler
+        fit = hnnjax.sample(hnnjax.datasets.eight_schools(), chains=2, warmup=60, draws=40, seed=4)
+        np.save(sys.argv[1], fit.draws["theta"])
+        print("traces", sampler.TRACE_COUNT["program"])
+    """)
+    env = {**os.environ, "HNNJAX_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("HNNJAX_NO_PERSISTENT_CACHE", None)
+    traces = []
+    for run in (1, 2):
+        proc = subprocess.run([sys.executable, "-c", "import sys\n" + script, str(tmp_path / f"{run}.npy")],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        traces.append(int(proc.stdout.split("traces")[1]))
+    assert traces == [1, 0]
+    assert len(list((tmp_path / "cache" / "exported").glob("*.bin"))) == 1
+    np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
