@@ -47,11 +47,25 @@ from typing import Callable
 
 import numpy as np
 from numpy.polynomial import legendre as _leg
-from scipy.special import ndtr, ndtri
 
 from .model import MU_NORMAL, TAU_FLAT, TAU_HALFCAUCHY, TAU_HALFNORMAL, Prior, as_prior
 
 __all__ = ["ExactPosterior", "exact", "log_marginal_mu_logtau", "tail_exponent"]
+
+
+def ndtr(x):
+    """Standard normal cdf (scipy.special, imported on first use: it costs ~0.1 s to import)."""
+    from scipy.special import ndtr as f
+
+    return f(x)
+
+
+def ndtri(p):
+    """Standard normal quantile (scipy.special, imported on first use)."""
+    from scipy.special import ndtri as f
+
+    return f(p)
+
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _NODES_PER_PANEL = 8
