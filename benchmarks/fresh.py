@@ -127,11 +127,6 @@ def _importable(library: str) -> str | None:
 
     if importlib.util.find_spec(library) is None:
         return f"{library} is not installed"
-    if library == "hnnjax":
-        import hnnjax
-
-        if not callable(getattr(hnnjax, "sample", None)):
-            return "hnnjax.sample does not exist yet"
     return None
 
 

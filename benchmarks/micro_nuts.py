@@ -86,8 +86,7 @@ class SampleProgram:
         )
         pr = Prior.default()
         batch = stack([data], bucket_size(data.J), dtype=dtype)
-        prior_b = Prior(*(np.asarray(a)[None].astype(dtype if np.asarray(a).dtype.kind == "f" else np.int32)
-                          for a in pr))
+        prior_b = model.stack_priors([pr], dtype)
         keys, lane_data, lane_prior = sampler.lane_inputs(sampler.model_keys(seed, [0]), batch, prior_b, chains)
         target = np.full(chains, 0.8, dtype)
         self.args = jax.tree.map(jnp.asarray, (keys, target, lane_data, lane_prior))
@@ -114,8 +113,7 @@ class AdvanceLoop:
         from hnnjax.data import Data
 
         dat = Data(*(jnp.asarray(a) for a in d))
-        prior = Prior(*(jnp.asarray(np.asarray(a).astype(dtype if np.asarray(a).dtype.kind == "f" else np.int32))
-                        for a in Prior.default()))
+        prior = jax.tree.map(lambda a: jnp.asarray(a[0]), model.stack_priors([Prior.default()], dtype))
         target = model.NormalNormal("noncentered")
         ldg = jax.value_and_grad(lambda x: target.logdensity(x, dat, prior))
 

@@ -1,11 +1,12 @@
 """Useful-step share that hnnjax's drivers actually pay, from the loop-iteration count.
 
-    share = sum over lanes and transitions of n_steps / (loop iterations x lanes)
+    share = sum over lanes and transitions of n_steps / lane-steps computed
 
-`loop_iterations` is counted inside the compiled program: for the lane-independent driver
-it is the number of trips through its one while loop (each trip advances every lane by one
-leapfrog step); for the synchronized driver it is the sum over transitions of the longest
-lane's trajectory. Warmup and sampling are counted together (the programs interleave
+`sampler.run` counts the loop iterations inside the compiled program, per device, and
+reports `lane_iterations` = sum over devices of iterations x lanes: for the
+lane-independent driver an iteration is a trip through its leapfrog loop (each trip
+advances every lane by one step); for the synchronized driver the iterations are the sum
+over transitions of the longest lane's trajectory. Warmup and sampling are counted together (the programs interleave
 them per lane). Timings here are incidental; the share does not depend on machine load.
 
     python -m benchmarks.paid_share [--chains 4,64,1024,4096] [--models 100,1000] [--warmup 500 --draws 500]
@@ -46,10 +47,7 @@ def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, se
 
     datasets = [hnnjax.datasets.eight_schools()] if n_models == 1 else _synthetic_models(n_models, seed)
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
-    prior = jax.tree.map(
-        lambda a: np.repeat(np.asarray(a)[None], n_models, 0).astype(dtype if np.asarray(a).dtype.kind == "f" else np.int32),
-        hnnjax.Prior.default(),
-    )
+    prior = hnnjax.model.stack_priors([hnnjax.Prior.default()] * n_models, dtype)
     config = sampler.RunConfig(chains=chains, warmup=warmup, draws=draws, driver=driver, max_lanes=max_lanes)
     out, timing = sampler.run(sampler.model_keys(seed, range(n_models)), stack(datasets, 8, dtype), prior, config)
     lanes = timing["lanes"]
@@ -58,7 +56,7 @@ def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, se
     return {
         "models": n_models, "chains": chains, "lanes": lanes, "driver": driver, "max_lanes": max_lanes,
         "warmup": warmup, "draws": draws,
-        "useful_share": needed / (timing["loop_iterations"] * lanes),
+        "useful_share": needed / timing["lane_iterations"],
         "loop_iterations": timing["loop_iterations"],
         "mean_steps_per_chain": float(per_lane.mean()), "max_steps_per_chain": int(per_lane.max()),
         "run_s": timing["run_s"], "compile_s": timing["compile_s"],
@@ -75,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-lanes", default="", help="comma list of lane-pool sizes for the multi-model cases (queue)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    import sys
+
+    command = "python -m benchmarks.paid_share " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []
     cases = [(1, int(c)) for c in args.chains.split(",") if c] + [(int(m), 4) for m in args.models.split(",") if m]
     pools = [None] + [int(x) for x in args.max_lanes.split(",") if x]
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    f"paid_share-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}.json")
     with open(out, "w") as fh:
-        json.dump({"rows": rows, "command": "python -m benchmarks.paid_share " + " ".join(argv or [])}, fh, indent=1)
+        json.dump({"rows": rows, "command": command}, fh, indent=1)
     print("wrote", out)
     return 0
 

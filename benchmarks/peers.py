@@ -128,22 +128,26 @@ def blackjax_program(parametrization: str, settings: Settings, warmup_info: bool
     return program
 
 
-class BlackJAXNUTS(Runner):
-    family = "blackjax"
+class _PeerNUTS(Runner):
+    """A peer library's NUTS: its name, its availability check and its data arrays."""
+
+    family = ""  # the library's module name
+    library = ""  # as printed
     kernel = "nuts"
 
     def __init__(self, settings: Settings, parametrization: str = "noncentered"):
         super().__init__(settings)
         self.parametrization = parametrization
-        self.name = f"blackjax-nuts-{'nc' if parametrization == 'noncentered' else 'c'}"
-        self._compiled = {}
+        self.name = f"{self.family}-nuts-{'nc' if parametrization == 'noncentered' else 'c'}"
 
     @classmethod
     def check_available(cls):
+        import importlib
+
         try:
-            import blackjax  # noqa: F401
+            importlib.import_module(cls.family)
         except ImportError as exc:
-            raise Unavailable(f"BlackJAX is not installed ({exc}); skipping the BlackJAX peer") from None
+            raise Unavailable(f"{cls.library} is not installed ({exc}); skipping the {cls.library} peer") from None
 
     def _args(self, data):
         import jax
@@ -151,6 +155,15 @@ class BlackJAXNUTS(Runner):
 
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
         return jnp.asarray(data.y, dtype), jnp.asarray(data.sigma, dtype)
+
+
+class BlackJAXNUTS(_PeerNUTS):
+    family = "blackjax"
+    library = "BlackJAX"
+
+    def __init__(self, settings: Settings, parametrization: str = "noncentered"):
+        super().__init__(settings, parametrization)
+        self._compiled = {}
 
     def compile(self, data) -> float:
         import jax
@@ -217,22 +230,13 @@ def numpyro_model(parametrization: str):
     raise ValueError(f"parametrization: expected noncentered or centered, got {parametrization!r}")
 
 
-class NumPyroNUTS(Runner):
+class NumPyroNUTS(_PeerNUTS):
     family = "numpyro"
-    kernel = "nuts"
+    library = "NumPyro"
 
     def __init__(self, settings: Settings, parametrization: str = "noncentered"):
-        super().__init__(settings)
-        self.parametrization = parametrization
-        self.name = f"numpyro-nuts-{'nc' if parametrization == 'noncentered' else 'c'}"
+        super().__init__(settings, parametrization)
         self._mcmc = {}
-
-    @classmethod
-    def check_available(cls):
-        try:
-            import numpyro  # noqa: F401
-        except ImportError as exc:
-            raise Unavailable(f"NumPyro is not installed ({exc}); skipping the NumPyro peer") from None
 
     def _get(self, key):
         from numpyro.infer import MCMC, NUTS
@@ -248,10 +252,8 @@ class NumPyroNUTS(Runner):
 
     def run(self, data, seed: int) -> RunOutput:
         import jax
-        import jax.numpy as jnp
 
-        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-        y, sigma = jnp.asarray(data.y, dtype), jnp.asarray(data.sigma, dtype)
+        y, sigma = self._args(data)
         mcmc = self._get(self.shape_key(data))
         s = self.settings
         W, D = s.warmup, s.draws

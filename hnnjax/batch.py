@@ -70,7 +70,6 @@ import numpy as np
 
 from . import diagnostics, model, sampler
 from .data import GroupData, bucket_size, stack
-from .model import Prior, as_prior
 from .table import Table
 
 __all__ = [
@@ -170,14 +169,6 @@ def _warn_collisions(ids, keys) -> None:
         )
 
 
-def _resolve_priors(prior, n: int) -> list[Prior]:
-    if isinstance(prior, (list, tuple)) and not isinstance(prior, Prior):
-        if len(prior) != n:
-            raise ValueError(f"prior: length mismatch, {n} datasets but {len(prior)} priors")
-        return [as_prior(p) for p in prior]
-    return [as_prior(prior)] * n
-
-
 # --------------------------------------------------------------------------------------
 # Chunk plan
 # --------------------------------------------------------------------------------------
@@ -186,7 +177,7 @@ def _resolve_priors(prior, n: int) -> list[Prior]:
 def bytes_per_model(j_pad: int, chains: int, warmup: int, draws: int, itemsize: int = 8) -> int:
     """Bytes of sampler output one model holds, on the device and again on the host.
 
-    The driver's buffers per chain (`sampler._empty_records`) are two (draws, J_pad + 2)
+    The driver's buffers per chain (`sampler._empty_task_records`) are two (draws, J_pad + 2)
     position arrays (draws and divergence points) and six per-iteration scalars over
     warmup + draws iterations; the host copy doubles that:
 
@@ -266,26 +257,26 @@ class _Setup:
 def _chunk_inputs(chunk: Chunk, s: _Setup):
     lanes = list(chunk.members) + [chunk.members[0]] * (chunk.width - len(chunk.members))
     data = stack([s.groups[i] for i in lanes], chunk.j_pad, dtype=s.dtype)
-    prior = Prior(*(
-        np.stack([np.asarray(f).astype(s.dtype if np.asarray(f).dtype.kind == "f" else np.int32)
-                  for f in fields]) for fields in zip(*(s.priors[i] for i in lanes))
-    ))
+    prior = model.stack_priors([s.priors[i] for i in lanes], s.dtype)
     keys = sampler.model_keys(s.seed, [s.keys[i] for i in lanes])
     return keys, data, prior
 
 
-def _chunk_config(chunk: Chunk, s: _Setup) -> sampler.RunConfig:
-    """A device with no more chains than `max_lanes` runs one lane per chain, the very
-    program `hnnjax.sample` compiles for the same lane count (`sampler.run` decides)."""
-    return dataclasses.replace(s.config, max_lanes=s.max_lanes)
-
-
 def _run_chunk(chunk: Chunk, s: _Setup, devices):
     keys, data, prior = _chunk_inputs(chunk, s)
-    return sampler.run(keys, data, prior, _chunk_config(chunk, s), devices=devices)
+    # a device with no more chains than max_lanes runs one lane each, the very program
+    # `hnnjax.sample` compiles for that lane count (`sampler.run` decides)
+    return sampler.run(keys, data, prior, dataclasses.replace(s.config, max_lanes=s.max_lanes), devices=devices)
 
 
-def _summaries(out: dict, chunk: Chunk, s: _Setup) -> tuple[dict, dict]:
+def _constrained(out: dict, chunk: Chunk, s: _Setup) -> dict:
+    """mu, tau and theta draws of the chunk's real models (computed once per chunk)."""
+    n = len(chunk.members)
+    mu, tau, theta = (np.asarray(a)[:n] for a in model.constrain(out["position"][:n], s.config.parametrization))
+    return {"mu": mu, "tau": tau, "theta": theta}
+
+
+def _summaries(out: dict, named: dict, chunk: Chunk, s: _Setup) -> tuple[dict, dict]:
     """Per-model and per-group summaries of a fitted chunk's real models.
 
     The live scalars (mu, tau and each real theta_j of each model) are summarized in
@@ -293,7 +284,7 @@ def _summaries(out: dict, chunk: Chunk, s: _Setup) -> tuple[dict, dict]:
     compiled diagnostics instead of compiling them for its own shape.
     """
     cfg, n = s.config, len(chunk.members)
-    mu, tau, theta = (np.asarray(a)[:n] for a in model.constrain(out["position"], cfg.parametrization))
+    mu, tau, theta = named["mu"], named["tau"], named["theta"]
     sizes = np.array([s.groups[i].J for i in chunk.members])
     gi, gj = np.nonzero(np.arange(chunk.j_pad)[None, :] < sizes[:, None])  # real groups, model-major
     # (P, chains, draws): mu of every model, tau of every model, then every real theta_j
@@ -353,15 +344,13 @@ def summarize_blocks(x: np.ndarray) -> dict:
     return out
 
 
-def _kept_draws(out: dict, chunk: Chunk, s: _Setup) -> dict:
+def _kept_draws(out: dict, named: dict, chunk: Chunk, s: _Setup) -> dict:
     """What a chunk keeps of its draws: the raw sampler output (for Fits) or named draws."""
     n = len(chunk.members)
     if s.draws_mode is True:
         return {k: np.asarray(v)[:n] for k, v in out.items()}
     if not s.draws_mode:
         return {}
-    mu, tau, theta = (np.asarray(a)[:n] for a in model.constrain(out["position"], s.config.parametrization))
-    named = {"mu": mu, "tau": tau, "theta": theta}
     return {k: named[k] for k in s.draws_mode}
 
 
@@ -374,7 +363,7 @@ class _ChunkResult:
     info: dict
 
 
-def _chunk_info(chunk, s, timing, steps, source) -> dict:
+def _chunk_info(chunk, timing, steps, source) -> dict:
     lane_iters = int(timing["lane_iterations"])
     return {
         "chunk": chunk.index, "j_pad": chunk.j_pad, "models": len(chunk.members),
@@ -387,10 +376,11 @@ def _chunk_info(chunk, s, timing, steps, source) -> dict:
 
 
 def _finish_chunk(chunk: Chunk, s: _Setup, out: dict, timing: dict) -> _ChunkResult:
-    rows, groups = _summaries(out, chunk, s)
+    named = _constrained(out, chunk, s)
+    rows, groups = _summaries(out, named, chunk, s)
     # the useful-step share counts the real models' steps only: padding copies are waste
-    info = _chunk_info(chunk, s, timing, rows["n_steps"].sum(), "fit")
-    return _ChunkResult(chunk, rows, groups, _kept_draws(out, chunk, s), info)
+    info = _chunk_info(chunk, timing, rows["n_steps"].sum(), "fit")
+    return _ChunkResult(chunk, rows, groups, _kept_draws(out, named, chunk, s), info)
 
 
 # --------------------------------------------------------------------------------------
@@ -519,15 +509,6 @@ def _fingerprint(s: _Setup, ids, errors, plan) -> str:
 # --------------------------------------------------------------------------------------
 # Running the plan
 # --------------------------------------------------------------------------------------
-
-
-def _pick_devices(devices):
-    import jax
-
-    devs = list(jax.local_devices()) if devices is None else list(devices)
-    if not devs:
-        raise ValueError("devices: need at least one device")
-    return devs
 
 
 def _fitted(todo: list[Chunk], s: _Setup, devices):
@@ -762,17 +743,14 @@ def sample_batch(
     """
     t_start = time.perf_counter()
     ids, entries = _inputs(datasets, ids, id_col, y_col, sigma_col, name_col)
-    config = sampler.RunConfig(
-        target=model.NormalNormal(parametrization), kernel=sampler.resolve_kernel(kernel),
-        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept),
-    )
+    config = sampler.RunConfig.normal_normal(parametrization, kernel, chains, warmup, draws, target_accept)
     checked = [_validate(e) for e in entries]
     groups = [g for g, _ in checked]
     errors = {i: msg for i, (_, msg) in enumerate(checked) if msg is not None}
     s = _Setup(config, sampler._resolve_dtype(dtype), int(seed), groups,
-               _resolve_priors(prior, len(entries)), [id_key(i) for i in ids], _draws_mode(keep_draws))
+               model.as_priors(prior, len(entries)), [id_key(i) for i in ids], _draws_mode(keep_draws))
     _warn_collisions(ids, s.keys)
-    devs = _pick_devices(devices)
+    devs = sampler.local_devices(devices)
     s.max_lanes = int(max_lanes) if max_lanes is not None else default_max_lanes(getattr(devs[0], "platform", "cpu"))
     valid = [i for i in range(len(entries)) if i not in errors]
     plan = _plan(groups, valid, chunk_size, memory_budget_mb, config, np.dtype(s.dtype).itemsize)

@@ -97,7 +97,7 @@ class ChEESState(NamedTuple):
     log_T_avg: iterate average of log_T (weights k^-0.5), used after warmup.
     adam: optax Adam state of log_T.
     dual: dual-averaging state of log eps (shared by the chains).
-    mean, var: moving averages of the cross-chain mean and variance, shape (d,).
+    var: moving average of the cross-chain variance, shape (d,).
     live: 1 on real coordinates, 0 on padding, shape (d,).
     count: number of updates so far (float scalar).
     num_chains: C, as a float scalar (for the variance regularization).
@@ -107,15 +107,14 @@ class ChEESState(NamedTuple):
     log_T_avg: jax.Array
     adam: Any
     dual: DualAveragingState
-    mean: jax.Array
     var: jax.Array
     live: jax.Array
     count: jax.Array
     num_chains: jax.Array
 
 
-def _adam(learning_rate=LEARNING_RATE, b1=ADAM_B1, b2=ADAM_B2):
-    return optax.adam(learning_rate, b1=b1, b2=b2, eps=ADAM_EPS)
+def _adam(learning_rate=LEARNING_RATE):
+    return optax.adam(learning_rate, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS)
 
 
 def halton(t, dtype=jnp.float32):
@@ -153,7 +152,6 @@ def init(step_size, positions, live, trajectory_length=None) -> ChEESState:
         log_T_avg=log_T,
         adam=_adam().init(log_T),
         dual=dual_averaging_init(eps),
-        mean=jnp.zeros((d,), dtype),
         var=jnp.ones((d,), dtype),
         live=jnp.asarray(live, dtype),
         count=jnp.zeros((), dtype),
@@ -268,10 +266,6 @@ def update(
     target_accept,
     learning_rate=LEARNING_RATE,
     max_steps=1024,
-    *,
-    clip=LOG_UPDATE_CLIP,
-    ema_rate=EMA_RATE,
-    whiten=True,
 ) -> ChEESState:
     """Adapt after warmup iteration t (the one whose steps came from `num_steps(state, t)`).
 
@@ -295,13 +289,13 @@ def update(
     u = halton(t, dtype)
     grad_T, total = chees_gradient(
         x_prev, x_prop, p_prop, accept_prob, diverging, jnp.asarray(inverse_mass, dtype), u,
-        live=state.live, whiten=whiten,
+        live=state.live,
     )
     T = jnp.exp(state.log_T)
     grad_log_T = (T * grad_T).astype(dtype)
     # optax minimizes: pass -dChEES/dlogT.
     updates, adam = _adam(learning_rate).update(-grad_log_T, state.adam, state.log_T)
-    step = jnp.clip(updates, -clip, clip)
+    step = jnp.clip(updates, -LOG_UPDATE_CLIP, LOG_UPDATE_CLIP)
     log_T = state.log_T + step
     adam_finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(adam)
                                        if jnp.issubdtype(leaf.dtype, jnp.floating)]))
@@ -313,21 +307,17 @@ def update(
     w_avg = count ** jnp.asarray(-0.5, dtype)
     log_T_avg = w_avg * log_T + (1.0 - w_avg) * state.log_T_avg
 
-    # Moving averages of the cross-chain moments of the current states.
+    # Moving average of the cross-chain variance of the current states (about their mean).
     c = x_prev.shape[0]
-    batch_mean = jnp.mean(x_prev, axis=0)
-    batch_var = jnp.sum((x_prev - batch_mean) ** 2, axis=0) / max(c - 1, 1)
-    rho = jnp.maximum(1.0 / count, jnp.asarray(ema_rate, dtype))
-    moments_ok = jnp.all(jnp.isfinite(batch_mean)) & jnp.all(jnp.isfinite(batch_var))
-    mean = jnp.where(moments_ok, (1.0 - rho) * state.mean + rho * batch_mean, state.mean)
-    var = jnp.where(moments_ok, (1.0 - rho) * state.var + rho * batch_var, state.var)
+    batch_var = jnp.sum((x_prev - jnp.mean(x_prev, axis=0)) ** 2, axis=0) / max(c - 1, 1)
+    rho = jnp.maximum(1.0 / count, jnp.asarray(EMA_RATE, dtype))
+    var = jnp.where(jnp.all(jnp.isfinite(batch_var)), (1.0 - rho) * state.var + rho * batch_var, state.var)
 
     return ChEESState(
         log_T=log_T.astype(dtype),
         log_T_avg=log_T_avg.astype(dtype),
         adam=adam,
         dual=dual,
-        mean=(mean * state.live).astype(dtype),
         var=var.astype(dtype),
         live=state.live,
         count=count,

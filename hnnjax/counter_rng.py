@@ -10,8 +10,7 @@ A key is two uint32 words. Every draw is a pure function of (key, counter, strea
 `derive` makes sub-keys (one per transition), `uniform` and `normal` draw values. The
 lanes' key words come from the user's seed through `threefry2x32` on numpy arrays
 (`sampler.model_keys`, `sampler.lane_inputs`): it is plain operator arithmetic, so it
-runs on the host too, with no program to compile. `key_words` turns a `jax.random` key
-into words.
+runs on the host too, with no program to compile.
 """
 
 from __future__ import annotations
@@ -20,15 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["key_words", "threefry2x32", "derive", "bits", "uniform", "normal"]
+__all__ = ["threefry2x32", "derive", "bits", "uniform", "normal"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
-
-
-def key_words(key) -> jax.Array:
-    """Two uint32 key words drawn from a JAX key."""
-    return jax.random.bits(key, (2,), jnp.uint32)
 
 
 def _rotl(x, r):

@@ -77,15 +77,6 @@ class Fit:
         return int(self.stats["diverging"].sum())
 
     @property
-    def useful_step_share(self) -> float:
-        """Leapfrog steps the chains needed / steps the vmapped loop computed for all lanes."""
-        needed = self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum()
-        computed = self.timing.get("lane_iterations")
-        if computed is None:  # timings recorded before lane_iterations existed
-            computed = self.timing["loop_iterations"] * self.timing.get("lanes", self.chains)
-        return float(needed / computed)
-
-    @property
     def n_grad_evals(self) -> int:
         """Gradient evaluations of warmup and sampling, all chains (heuristic steps excluded)."""
         return int(self.stats["n_steps"].sum() + self.warmup_stats["n_steps"].sum())

@@ -32,7 +32,7 @@ from .data import Data
 __all__ = [
     "Normal", "Flat", "HalfCauchy", "HalfNormal", "Prior", "PARAMETRIZATIONS",
     "logdensity", "logdensity_centered", "logdensity_noncentered", "constrain",
-    "unconstrain", "position_mask", "NormalNormal",
+    "unconstrain", "position_mask", "NormalNormal", "as_prior", "as_priors", "stack_priors",
 ]
 
 PARAMETRIZATIONS = ("noncentered", "centered")
@@ -138,6 +138,24 @@ def as_prior(prior) -> Prior:
     if prior == "flat":
         return Prior.flat()
     raise ValueError(f"prior: expected a hnnjax.Prior, None or 'flat', got {prior!r}")
+
+
+def as_priors(prior, n: int) -> list[Prior]:
+    """One prior per model: a sequence of n priors, or one prior (`as_prior`) for all n."""
+    if isinstance(prior, (list, tuple)) and not isinstance(prior, Prior):
+        if len(prior) != n:
+            raise ValueError(f"prior: length mismatch, {n} datasets but {len(prior)} priors")
+        return [as_prior(p) for p in prior]
+    return [as_prior(prior)] * n
+
+
+def stack_priors(priors, dtype) -> Prior:
+    """One `Prior` with a leading model axis: the float fields in `dtype`, the kinds int32."""
+    def field(values):
+        a = np.stack([np.asarray(v) for v in values])
+        return a.astype(dtype if a.dtype.kind == "f" else np.int32)
+
+    return Prior(*(field(values) for values in zip(*priors)))
 
 
 def _log_prior_mu(mu, prior: Prior):

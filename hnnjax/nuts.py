@@ -110,7 +110,6 @@ class Proposal(NamedTuple):
 # Index of each scalar in TreeState.floats.
 _F_ENERGY0, _F_LOG_W, _F_SUB_LOG_W, _F_SUM_ACCEPT, _F_LP_LEFT, _F_LP_RIGHT = range(6)
 _F_PROP_LP, _F_PROP_ENERGY, _F_SUB_LP, _F_SUB_ENERGY = range(6, 10)
-_N_FLOATS = 10
 # Rows of TreeState.vecs.
 _V_RHO, _V_SUB_RHO, _V_P_NEAR, _V_DIV_POS = range(4)
 
@@ -126,7 +125,7 @@ class TreeState(NamedTuple):
     directions: jax.Array  # (max_depth,) +1/-1 for each depth, drawn at the start
     ints: jax.Array  # (3,) int32: depth, leaf (index in the current subtree), n_steps
     flags: jax.Array  # (2,) bool: diverging, done
-    floats: jax.Array  # (_N_FLOATS,) the scalars, indexed by the _F_* constants
+    floats: jax.Array  # (10,) the scalars, indexed by the _F_* constants
     edges: jax.Array  # (2, 3, d): [left, right] x [position, momentum, grad]
     props: jax.Array  # (2, 2, d): [proposal, subtree proposal] x [position, grad]
     vecs: jax.Array  # (4, d): rho, sub_rho, p_near, divergence_position
@@ -135,13 +134,10 @@ class TreeState(NamedTuple):
 
     # --- views ---------------------------------------------------------------------------
     depth = property(lambda self: self.ints[..., 0])
-    leaf = property(lambda self: self.ints[..., 1])
     n_steps = property(lambda self: self.ints[..., 2])
     diverging = property(lambda self: self.flags[..., 0])
     done = property(lambda self: self.flags[..., 1])
     energy0 = property(lambda self: self.floats[..., _F_ENERGY0])
-    log_weight = property(lambda self: self.floats[..., _F_LOG_W])
-    sub_log_weight = property(lambda self: self.floats[..., _F_SUB_LOG_W])
     sum_accept = property(lambda self: self.floats[..., _F_SUM_ACCEPT])
     rho = property(lambda self: self.vecs[..., _V_RHO, :])
     sub_rho = property(lambda self: self.vecs[..., _V_SUB_RHO, :])
@@ -233,7 +229,7 @@ def _turning_vectorized(ckpt, ckpt_end, K, pc, top, p, rho_sub, sharp):
     return jnp.any((jnp.arange(1, K + 1) <= top) & ~node_ok)
 
 
-def _turning_loop(ckpt, ckpt_end, K, pc, top, p, rho_sub, sharp):
+def _turning_loop(ckpt, ckpt_end, pc, top, p, rho_sub, sharp):
     """Any node of levels 1..top turning: a loop over the closing levels only (large d),
     O(d) per closing level instead of O(K d) per leaf; stops at the first turning node."""
 
@@ -293,7 +289,7 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     rho_sub = sub_rho_old + p
     sharp = lambda v: inverse_mass * v  # noqa: E731
     if p.shape[-1] >= LOOP_CHECKS_MIN_DIM:
-        turning = _turning_loop(ckpt, tree.ckpt_end, K, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
+        turning = _turning_loop(ckpt, tree.ckpt_end, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
     else:
         turning = _turning_vectorized(ckpt, tree.ckpt_end, K, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
     ckpt_end = jax.lax.dynamic_update_slice(tree.ckpt_end, p[None], (t1, zero))

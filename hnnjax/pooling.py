@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.special import ndtr
 
 from .exact import (
     ExactPosterior, _as_arrays, _conditionals, _log_lik_mu_tau, _log_marginal, _prior_params,
-    _PriorParams,
+    _PriorParams, ndtr,
 )
 
 __all__ = [

@@ -37,10 +37,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import ndtr
 
 from . import diagnostics
-from .exact import ExactPosterior, _as_arrays
+from .exact import ExactPosterior, _as_arrays, ndtr
 from .table import Table
 
 __all__ = [
@@ -219,10 +218,7 @@ def predictive_prob(source, which: str, threshold: float, j=None, upper: bool = 
         return _exact(val if j is None else val[_index(j, sigma.size)])
     theta = _theta_first(as_draws(source)["theta"])
     est = _mean_and_mcse(ndtr(sign * (theta - threshold) / sigma[:, None, None]))
-    if j is None:
-        return est
-    k = _index(j, sigma.size)
-    return Estimate(float(est.value[k]), float(est.mcse[k]))
+    return est if j is None else _pick(est, _index(j, sigma.size))
 
 
 def predictive_draws(source, data=None, n: int = 10_000, seed=0, sigma_new: float | None = None) -> dict:

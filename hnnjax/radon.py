@@ -61,7 +61,7 @@ __all__ = [
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2_OVER_PI = math.log(2.0 / math.pi)
 HYPER_NAMES = ("mu_a", "sigma_a", "mu_b", "sigma_b", "eps")
-N_HYPER = 5
+N_HYPER = len(HYPER_NAMES)
 
 
 class RadonData(NamedTuple):

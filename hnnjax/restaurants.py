@@ -108,7 +108,7 @@ class RestaurantResults:
             f"share with R-hat > 1.01: {self.share_rhat_above(1.01):.1%}",
             f"rows touched by the variance rule ({rep.rule!r}): {rep.n_touched} of {rep.n_rows}",
             f"ranking: P(top {self.top_k}) and expected rank per aspect over "
-            f"{int(self.ranking.groupby('aspect').size().sum())} restaurant-aspects",
+            f"{len(self.ranking)} restaurant-aspects",
         ]
         return "\n".join(lines)
 
@@ -162,12 +162,12 @@ def fit_restaurants(
     if int(top_k) < 1:
         raise ValueError(f"top_k: must be >= 1, got {top_k}")
     t0 = time.perf_counter()
-    table = rv.read_reviews(reviews) if isinstance(reviews, (str, Path)) else rv.validate_reviews(reviews)
+    table = rv.read_reviews(reviews) if isinstance(reviews, (str, Path)) else reviews
     ids, groups, report = rv.to_models(table, rule=rule, min_reviews=min_reviews, floor=floor, ddof=ddof)
     batch = sample_batch(groups, ids, chains=chains, warmup=warmup, draws=draws, seed=seed,
                          progress=progress, keep_draws=("mu",), **batch_options)
-    se = rv.review_standard_errors(table, rule=rule, floor=floor, ddof=ddof)
-    aspects = _aspect_table(batch, ids, groups, se.table)
+    se = report.standard_errors
+    aspects = _aspect_table(batch, se.table)
     ranking = _ranking(aspects, batch, int(top_k))
     aspects = aspects.merge(ranking[["model", "p_top_k", "expected_rank"]], on="model", how="left")
     shrinkage = _review_table(se.table, batch, aspects)
@@ -180,7 +180,7 @@ def _pair_of_model(table) -> dict:
     return {rv.model_id(r, t): (r, int(t)) for r, t in zip(pairs["rid"], pairs["topic"])}
 
 
-def _aspect_table(batch: BatchResult, ids, groups, table):
+def _aspect_table(batch: BatchResult, table):
     import pandas as pd
 
     m = batch.models.to_pandas().reset_index()

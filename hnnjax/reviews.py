@@ -499,7 +499,8 @@ class ModelsReport:
     n_rows: input rows; n_touched: rows touched by the variance rule (imputed, floored or
     dropped); n_dropped_rows: rows dropped by rule "drop"; sigma_sources: kept rows per
     sigma source (see `StandardErrors`); n_restaurant_aspects: distinct (rid, topic) in
-    the input; n_models: models returned; dropped_models: model id -> reason.
+    the input; n_models: models returned; dropped_models: model id -> reason;
+    standard_errors: the per-review `StandardErrors` the models were built from.
     """
 
     rule: str
@@ -512,6 +513,7 @@ class ModelsReport:
     n_restaurant_aspects: int
     n_models: int
     dropped_models: dict[str, str] = field(default_factory=dict, repr=False)
+    standard_errors: Any = field(default=None, repr=False)
 
     @property
     def n_dropped_models(self) -> int:
@@ -576,6 +578,7 @@ def to_models(
         rule=rule, floor=se.floor, min_reviews=int(min_reviews), n_rows=len(df),
         n_touched=se.n_touched, n_dropped_rows=se.n_dropped, sigma_sources=se.sources(),
         n_restaurant_aspects=len(all_keys), n_models=len(ids), dropped_models=dropped,
+        standard_errors=se,
     )
     return ids, groups, report
 

@@ -52,7 +52,7 @@ DRIVERS = ("independent", "synchronized")
 
 
 def resolve_kernel(kernel) -> Any:
-    """A kernel name ("nuts", "hmc") or a configured instance (hnnjax.NUTS(max_depth=8))."""
+    """A kernel name ("nuts", "hmc", "chees") or a configured instance (hnnjax.NUTS(max_depth=8))."""
     if isinstance(kernel, str):
         if kernel not in KERNELS:
             raise ValueError(f"kernel: expected one of {tuple(KERNELS)} or a kernel instance, got {kernel!r}")
@@ -90,6 +90,13 @@ class RunConfig:
             raise ValueError(f"warmup: must be >= 0, got {self.warmup}")
         if not 0.0 < float(self.target_accept) < 1.0:
             raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept}")
+
+    @classmethod
+    def normal_normal(cls, parametrization="noncentered", kernel="nuts", chains=4, warmup=1000, draws=1000,
+                      target_accept=0.8, **others) -> "RunConfig":
+        """The configuration of the eight-schools model from `sample`'s arguments."""
+        return cls(target=model.NormalNormal(parametrization), kernel=resolve_kernel(kernel), chains=int(chains),
+                   warmup=int(warmup), draws=int(draws), target_accept=float(target_accept), **others)
 
     @property
     def parametrization(self) -> str:
@@ -469,9 +476,8 @@ def _program(words, lane_target, lane_data: Data, lane_prior: Prior, config: Run
     if isinstance(config.kernel, chees.ChEES):
         recs, step_size, inverse_mass, n_iter = _run_chees(words, lane_target, lane_data, lane_prior, config)
     elif config.driver == "independent":
-        n_lanes = n_tasks if config.max_lanes is None else max(2, min(n_tasks, config.max_lanes))
         recs, step_size, inverse_mass, n_iter = _run_independent(
-            words, lane_target, lane_data, lane_prior, n_lanes, config)
+            words, lane_target, lane_data, lane_prior, _pool_size(n_tasks, config), config)
     else:
         lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(words, lane_target, lane_data, lane_prior)
         lanes, recs, n_iter = _run_synchronized(lanes, lane_data, lane_prior, config)
@@ -529,7 +535,7 @@ def _source_hash() -> str:
     return _SOURCE_HASH[0]
 
 
-def _saved_program(signature: str, build, args):
+def _saved_program(signature: str, build, args, platform: str):
     """`build()`'s jitted function, through a serialized `jax.export` copy on disk.
 
     A new process then skips tracing the program (about a second) as well as compiling it
@@ -553,7 +559,7 @@ def _saved_program(signature: str, build, args):
     fn = build()
     leaves, treedef = jax.tree.flatten(args)
     try:
-        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))))(*leaves)
+        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))), platforms=[platform])(*leaves)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
@@ -593,15 +599,35 @@ def _shard_plan(n_models: int, config: RunConfig, n_devices: int) -> tuple[int, 
     """(devices used, tasks per device) for n_models x chains tasks.
 
     Lanes never talk to each other (the independent and synchronized drivers), so tasks are
-    dealt in contiguous blocks, at least two per device: XLA specializes a size-1 lane
-    axis, which would change rounding. ChEES adapts across the chains of a model, so there
-    a block holds whole models.
+    dealt in contiguous blocks of at least two lanes: XLA specializes a size-1 axis, which
+    would change rounding. ChEES adapts across the chains of a model and has a model axis,
+    so there a block holds whole models, at least two.
     """
-    unit = config.chains if isinstance(config.kernel, chees.ChEES) else 1
+    unit = _task_unit(config)
     units = n_models * config.chains // unit
-    used = max(1, min(n_devices, units if unit > 1 else units // 2))
-    per_device = max(-(-units // used) * unit, 2)
+    used = max(1, min(n_devices, units // 2))
+    per_device = max(-(-units // used), 2) * unit
     return used, per_device
+
+
+def _task_unit(config: RunConfig) -> int:
+    """Tasks that must stay together: a model's chains for ChEES, else one lane."""
+    return config.chains if isinstance(config.kernel, chees.ChEES) else 1
+
+
+def _pool_size(n_tasks: int, config: RunConfig) -> int:
+    """Lanes of a device's program: the independent driver's pool, else one per task."""
+    if config.driver != "independent" or isinstance(config.kernel, chees.ChEES) or config.max_lanes is None:
+        return n_tasks
+    return max(2, min(n_tasks, config.max_lanes))
+
+
+def local_devices(devices=None) -> list:
+    """`devices` as a list, by default all local devices of JAX's default backend."""
+    devices = list(jax.local_devices()) if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices: need at least one device")
+    return devices
 
 
 def _placement(devices):
@@ -614,7 +640,7 @@ def _placement(devices):
 def _compiled_program(config: RunConfig, args, devices):
     """The program for these shapes and devices, cached in-process and on disk; compile
     seconds (0 if cached in-process). `args` must already be placed with `_placement`."""
-    signature = repr((config, [d.id for d in devices], jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
+    signature = repr((config, [str(d) for d in devices], jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
     compiled = _COMPILED.get(signature)
     if compiled is not None:
         return compiled, 0.0
@@ -634,7 +660,7 @@ def _compiled_program(config: RunConfig, args, devices):
         return jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
                                      check_vma=False))
 
-    compiled = _saved_program(signature, build, args).lower(*args).compile()
+    compiled = _saved_program(signature, build, args, devices[0].platform).lower(*args).compile()
     _COMPILED[signature] = compiled
     return compiled, time.perf_counter() - t0
 
@@ -642,7 +668,8 @@ def _compiled_program(config: RunConfig, args, devices):
 def run(keys, data, prior, config: RunConfig, devices=None):
     """Run the compiled program for a batch of models; returns (numpy results, timing).
 
-    keys (M,), data arrays (M, J_pad), prior arrays (M,); results shaped (M, chains, ...).
+    keys (M, 2) uint32 (`model_keys`), data arrays (M, J_pad), prior arrays (M,); results
+    shaped (M, chains, ...).
     devices: where to run (default: all local devices of JAX's default backend). The
     model x chain tasks are dealt to them in contiguous blocks and every device runs the
     same program on its block; a task's draws do not depend on where it ran (see
@@ -652,9 +679,7 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     devices: the useful-step share is sum(n_steps) / lane_iterations) and `devices`.
     """
     _enable_persistent_cache()
-    devices = list(jax.local_devices()) if devices is None else list(devices)
-    if not devices:
-        raise ValueError("devices: need at least one device")
+    devices = local_devices(devices)
     n_models = int(keys.shape[0])
     lane_words, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
@@ -668,11 +693,14 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     used, per_device = _shard_plan(n_models, config, len(devices))
     devices = devices[:used]
     n_padded = used * per_device
-    if n_padded > n_lanes:  # padding tasks repeat the last one; their results are dropped
-        inputs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_padded - n_lanes, axis=0)]), inputs)
+    if n_padded > n_lanes:  # padding repeats the last task (model, for ChEES); results dropped
+        unit = _task_unit(config)
+        last = np.arange(n_lanes - unit, n_lanes)
+        idx = np.concatenate([np.arange(n_lanes), np.resize(last, n_padded - n_lanes)])
+        inputs = jax.tree.map(lambda a: np.asarray(a)[idx], inputs)
     args = jax.device_put(inputs, _placement(devices))
-    if config.max_lanes is not None and config.max_lanes >= per_device:
-        config = dataclasses.replace(config, max_lanes=None)  # no pool needed: one program fewer
+    if config.max_lanes is not None and _pool_size(per_device, config) == per_device:
+        config = dataclasses.replace(config, max_lanes=None)  # no pool in use: one program fewer
     # target_accept is a runtime argument: it must not split the compilation cache.
     compiled, compile_s = _compiled_program(dataclasses.replace(config, target_accept=0.5), args, devices)
     t0 = time.perf_counter()
@@ -680,8 +708,7 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     run_s = time.perf_counter() - t0
     out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
     iters = np.atleast_1d(np.asarray(n_iter)).astype(np.int64)
-    independent = config.driver == "independent" and not isinstance(config.kernel, chees.ChEES)
-    pool = per_device if not independent or config.max_lanes is None else max(2, min(per_device, config.max_lanes))
+    pool = _pool_size(per_device, config)
     return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(iters.max()),
                  "lanes": pool * used, "lane_iterations": int(iters.sum() * pool), "devices": used}
 
@@ -727,7 +754,7 @@ def sample(
     driver: str = "independent",
     devices=None,
 ):
-    """Fit one model with NUTS (default) or HMC; all chains run in one compiled program.
+    """Fit one model with NUTS (default), HMC or ChEES-HMC; all chains run in one compiled program.
 
     The model's key derives from (seed, model_id) (`model_keys`), so `sample(..., model_id=i)` gives
     the same draws as model i of `sample_batch` with the same seed. `driver` picks the
@@ -736,30 +763,20 @@ def sample(
     `hnnjax.use_cpu_cores`); the draws do not depend on them. Returns a `Fit`.
     """
     from .data import bucket_size, stack
-    from .fit import Fit
-    from .model import as_prior
 
     gd = _as_group_data(data)
-    config = RunConfig(
-        target=model.NormalNormal(parametrization),
-        kernel=resolve_kernel(kernel),
-        chains=int(chains),
-        warmup=int(warmup),
-        draws=int(draws),
-        target_accept=float(target_accept),
-        driver=driver,
-    )
-    pr = as_prior(prior)
+    config = RunConfig.normal_normal(parametrization, kernel, chains, warmup, draws, target_accept, driver=driver)
+    pr = model.as_prior(prior)
     dt = _resolve_dtype(dtype)
     batch = stack([gd], bucket_size(gd.J), dtype=dt)
-    prior_b = Prior(*(np.asarray(a)[None].astype(dt if np.asarray(a).dtype.kind == "f" else np.int32) for a in pr))
+    prior_b = model.stack_priors([pr], dt)
     out, timing = run(model_keys(seed, [model_id]), batch, prior_b, config, devices=devices)
     return _to_fit(out, 0, gd, pr, config, seed, timing)
 
 
 def _to_fit(out: dict, m: int, gd, prior, config: RunConfig, seed, timing):
     """Slice model m's results out of the batch output and build a Fit."""
-    from .fit import Fit
+    from .fit import STAT_NAMES, Fit
 
     J = gd.J
     pos = out["position"][m][..., : 2 + J]
@@ -767,10 +784,9 @@ def _to_fit(out: dict, m: int, gd, prior, config: RunConfig, seed, timing):
     draws = {"mu": mu, "tau": tau, "theta": theta}
     if config.parametrization == "noncentered":
         draws["eta"] = pos[..., 2:]
-    stat_names = ("diverging", "tree_depth", "n_steps", "accept_stat", "energy", "step_size")
     w = config.warmup
-    stats = {k: out[k][m][:, w:] for k in stat_names}
-    warmup_stats = {k: out[k][m][:, :w] for k in stat_names}
+    stats = {k: out[k][m][:, w:] for k in STAT_NAMES}
+    warmup_stats = {k: out[k][m][:, :w] for k in STAT_NAMES}
     return Fit(
         draws=draws,
         stats=stats,

@@ -28,13 +28,11 @@ id and its padded size, never on the other models of its batch):
     (HalfCauchy(5) has P(tau > 100) = 3%): `draw_prior` reads the same `Prior` arrays that
     the log density reads, so the two cannot drift apart.
 
-Batching and cost. The independent driver runs a batch until its slowest lane ends, so one
-dataset whose posterior needs 2^10-step trajectories (a very large tau in the non-centered
-parametrization, a very small one in the centered) would hold a whole batch. Models are
-therefore cut into chunks after sorting them by a cost hint (the true tau), so the hard
-ones share chunks; the last chunk is padded with copies of a member so that every chunk
-has one shape (one compilation). Since a model's draws do not depend on its batch, the
-chunking changes the run time only, never the results.
+Batching and cost. Some datasets need 2^10-step trajectories (a very large tau in the
+non-centered parametrization, a very small one in the centered). The driver's lane pool
+(`sampler.RunConfig.max_lanes`) keeps them from holding the others up: a lane whose chain
+is done takes the next chain in the queue. Since a model's draws do not depend on its
+batch or the pool, chunking and pool size change the run time only, never the results.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import jax
 import numpy as np
 from scipy import stats
 
@@ -51,12 +50,12 @@ from . import diagnostics, model, sampler
 from .data import GroupData, bucket_size, stack
 from .datasets import EIGHT_SCHOOLS_SIGMA, simulate as simulate_fixed
 from .exact import exact
-from .model import Prior, as_prior
+from .model import as_prior
 from .table import Table
 
 __all__ = [
     "draw_prior", "datasets_from_prior", "fit_many", "BatchDraws", "thin_indices", "ranks",
-    "chi_square_uniformity", "SBCResult", "sbc", "sbc_exact", "coverage", "divergence_study",
+    "chi_square_uniformity", "SBCResult", "sbc", "sbc_exact", "divergence_study",
     "parameter_names",
 ]
 
@@ -112,16 +111,14 @@ def _stack_params(d: dict) -> np.ndarray:
 
 @dataclass
 class BatchDraws:
-    """Draws of M models: mu, tau (M, chains, draws), theta (M, chains, draws, J); sampler
-    statistics after warmup: diverging, n_steps, tree_depth (M, chains, draws); total_steps
-    (M,): leapfrog steps of all chains, warmup included (the model's cost); timing."""
+    """Draws of M models: mu, tau (M, chains, draws), theta (M, chains, draws, J); diverging
+    (M, chains, draws) after warmup; total_steps (M,): leapfrog steps of all chains, warmup
+    included (the model's cost); timing."""
 
     mu: np.ndarray
     tau: np.ndarray
     theta: np.ndarray
     diverging: np.ndarray
-    n_steps: np.ndarray
-    tree_depth: np.ndarray
     total_steps: np.ndarray
     timing: dict = field(default_factory=dict)
 
@@ -138,17 +135,18 @@ class BatchDraws:
 def fit_many(datasets: Sequence[GroupData], parametrization: str = "noncentered", kernel="nuts",
              prior=None, chains: int = 4, warmup: int = 500, draws: int = 500,
              target_accept: float = 0.8, seed: int = 0, ids=None, chunk_size: int | None = None,
-             cost_hint=None, tail_share: float = 0.0, tail_chunk_size: int = 8) -> BatchDraws:
+             max_lanes: int | None = None) -> BatchDraws:
     """Fit every dataset (all with the same number of groups) with `sampler.run`.
 
     Model m gets the key `sampler.model_keys(seed, ids[m])` (ids default 0..M-1), exactly as
     `hnnjax.sample(datasets[m], model_id=ids[m], seed=seed)` would, so any one fit can be
-    reproduced alone. `prior` is one prior for all or a sequence of M priors. Models are
-    run in chunks of `chunk_size` (default: 256 lanes' worth) after sorting by `cost_hint`
-    (module docstring); the `tail_share` of models with the largest hints run in narrower
-    chunks of `tail_chunk_size` (a second compiled shape), so that a few very long chains
-    hold up few lanes. Results come back in input order and do not depend on the chunking.
+    reproduced alone. `prior` is one prior for all or a sequence of M priors. Models run in
+    chunks of `chunk_size` (default: all at once) on a pool of `max_lanes` lanes per device
+    (default `batch.default_max_lanes`; module docstring). Results come back in input
+    order and do not depend on the chunking or the pool.
     """
+    from .batch import default_max_lanes
+
     datasets = list(datasets)
     M = len(datasets)
     if M == 0:
@@ -159,49 +157,36 @@ def fit_many(datasets: Sequence[GroupData], parametrization: str = "noncentered"
     ids = np.arange(M) if ids is None else np.asarray(ids)
     if ids.shape != (M,):
         raise ValueError(f"ids: expected {M} ids, got shape {ids.shape}")
-    priors = list(prior) if isinstance(prior, (list, tuple)) and not isinstance(prior, Prior) else [prior] * M
-    if len(priors) != M:
-        raise ValueError(f"prior: expected one prior or {M}, got {len(priors)}")
-    priors = [as_prior(p) for p in priors]
-    config = sampler.RunConfig(
-        target=model.NormalNormal(parametrization), kernel=sampler.resolve_kernel(kernel),
-        chains=int(chains), warmup=int(warmup), draws=int(draws), target_accept=float(target_accept),
-    )
+    priors = model.as_priors(prior, M)
+    pool = default_max_lanes(jax.default_backend()) if max_lanes is None else int(max_lanes)
+    config = sampler.RunConfig.normal_normal(parametrization, kernel, chains, warmup, draws, target_accept,
+                                             max_lanes=pool)
     dtype = sampler._resolve_dtype(None)
-    width = max(1, 256 // config.chains) if chunk_size is None else int(chunk_size)
-    width = max(1, min(width, M))
-    order = np.arange(M) if cost_hint is None else np.argsort(np.asarray(cost_hint), kind="stable")
+    width = M if chunk_size is None else max(1, min(int(chunk_size), M))
     j_pad = bucket_size(J)
-    out = {k: None for k in ("position", "diverging", "n_steps", "tree_depth")}
+    position = diverging = None
     total_steps = np.zeros(M, np.int64)
     timing = {"compile_s": 0.0, "run_s": 0.0, "loop_iterations": 0, "chunks": 0}
     t0 = time.perf_counter()
-    n_tail = min(M, int(math.ceil(float(tail_share) * M))) if cost_hint is not None else 0
-    tail_w = max(1, min(int(tail_chunk_size), n_tail)) if n_tail else 1
-    bulk = [(order[i:min(i + width, M - n_tail)], width) for i in range(0, M - n_tail, width)]
-    tail = [(order[i:i + tail_w], tail_w) for i in range(M - n_tail, M, tail_w)]
-    for members, w in bulk + tail:
-        lanes = np.concatenate([members, np.repeat(members[:1], w - members.size)])
+    for start in range(0, M, width):
+        members = np.arange(start, min(start + width, M))
+        lanes = np.concatenate([members, np.repeat(members[:1], width - members.size)])  # one shape
         batch = stack([datasets[i] for i in lanes], j_pad, dtype=dtype)
-        prior_b = Prior(*(np.stack([np.asarray(f).astype(dtype if np.asarray(f).dtype.kind == "f" else np.int32)
-                                    for f in fields]) for fields in zip(*(priors[i] for i in lanes))))
+        prior_b = model.stack_priors([priors[i] for i in lanes], dtype)
         res, t = sampler.run(sampler.model_keys(seed, ids[lanes]), batch, prior_b, config)
-        total_steps[members] = res["n_steps"][: members.size].sum(axis=(1, 2))
-        for k in out:
-            a = res[k][: members.size]
-            if k != "position":
-                a = a[:, :, config.warmup:]
-            if out[k] is None:
-                out[k] = np.empty((M,) + a.shape[1:], a.dtype)
-            out[k][members] = a
-        timing["compile_s"] += t["compile_s"]
-        timing["run_s"] += t["run_s"]
-        timing["loop_iterations"] += t["loop_iterations"]
+        n = members.size
+        total_steps[members] = res["n_steps"][:n].sum(axis=(1, 2))
+        if position is None:
+            position = np.empty((M,) + res["position"].shape[1:], res["position"].dtype)
+            diverging = np.empty((M, chains, draws), bool)
+        position[members] = res["position"][:n]
+        diverging[members] = res["diverging"][:n, :, config.warmup:]
+        for k in ("compile_s", "run_s", "loop_iterations"):
+            timing[k] += t[k]
         timing["chunks"] += 1
     timing["wall_s"] = time.perf_counter() - t0
-    mu, tau, theta = (np.asarray(a) for a in model.constrain(out["position"][..., : 2 + J], parametrization))
-    return BatchDraws(mu, tau, theta, out["diverging"].astype(bool), out["n_steps"], out["tree_depth"],
-                      total_steps, timing)
+    mu, tau, theta = (np.asarray(a) for a in model.constrain(position[..., : 2 + J], parametrization))
+    return BatchDraws(mu, tau, theta, diverging, total_steps, timing)
 
 
 # ------------------------------------------------------------------------- SBC machinery
@@ -310,8 +295,7 @@ class SBCResult:
 def sbc(n_datasets: int = 1000, parametrization: str = "noncentered", kernel="nuts", prior=None,
         sigma=EIGHT_SCHOOLS_SIGMA, L: int = 99, chains: int = 1, warmup: int = 500,
         draws: int = 1000, target_accept: float = 0.8, seed: int = 0, levels=(0.5, 0.9),
-        chunk_size: int | None = None, tail_share: float | None = None,
-        tail_chunk_size: int = 8) -> SBCResult:
+        chunk_size: int | None = None) -> SBCResult:
     """Simulation-based calibration of a sampler on the eight-schools model.
 
     Draws n_datasets (mu, tau, theta, y) from `prior` (the default prior if None) with the
@@ -319,21 +303,13 @@ def sbc(n_datasets: int = 1000, parametrization: str = "noncentered", kernel="nu
     computes the rank of each true parameter among L draws thinned evenly from the
     chains x draws posterior draws, plus central-interval coverage at `levels` from all
     draws. The datasets use numpy seed `seed` too.
-
-    Chunks are formed in order of the true tau; by default (tail_share None) the 3% of
-    datasets with the largest tau run in chunks of `tail_chunk_size` for non-centered NUTS,
-    whose trajectories grow long when tau >> sigma (strong data: eta_j is pinned to
-    (y_j - mu) / tau, a funnel of its own).
     """
     if chains * draws < L:
         raise ValueError(f"L: {L} thinned draws need chains * draws >= L, got {chains * draws}")
     data, truth = datasets_from_prior(n_datasets, sigma, prior, seed)
     k = sampler.resolve_kernel(kernel)
-    if tail_share is None:
-        tail_share = 0.03 if (parametrization == "noncentered" and getattr(k, "name", "") == "nuts") else 0.0
     fits = fit_many(data, parametrization, k, prior, chains, warmup, draws, target_accept,
-                    seed, chunk_size=chunk_size, cost_hint=truth["tau"], tail_share=tail_share,
-                    tail_chunk_size=tail_chunk_size)
+                    seed, chunk_size=chunk_size)
     post = fits.params()
     t = _stack_params(truth)
     name = getattr(k, "name", str(kernel))
@@ -355,11 +331,6 @@ def sbc_exact(n_datasets: int = 1000, prior=None, sigma=EIGHT_SCHOOLS_SIGMA, L: 
     return SBCResult(ranks(t, post, L), parameter_names(len(sigma)), int(L), truth,
                      _interval_hits(t, post, levels), np.zeros(len(data), np.int64), "exact i.i.d.",
                      int(n_draws))
-
-
-def coverage(n_datasets: int = 1000, levels=(0.5, 0.9), **kwargs) -> Table:
-    """Coverage of central posterior intervals over datasets from the prior (`sbc`'s fits)."""
-    return sbc(n_datasets, levels=levels, **kwargs).coverage()
 
 
 # -------------------------------------------------------------------- divergence study
@@ -393,17 +364,13 @@ def divergence_study(taus=(0.5, 1.0, 2.0, 3.5, 5.0, 10.0), n_datasets: int = 10,
             labels.append(k)
     labels = np.asarray(labels)
     p = as_prior(prior)
-    exact_log_tau = np.array([float(e.weights @ e.log_tau) for e in (exact(d, p) for d in data)])
+    exact_log_tau = np.array([float(e.expect(np.log)) for e in (exact(d, p) for d in data)])
     rows, cols = [], {k: [] for k in ("parametrization", "tau", "div_rate", "any_div", "log_tau_err",
                                       "log_tau_err_se", "rhat_max")}
-    import jax.numpy as jnp
-
     for par in parametrizations:
-        # Large true tau is the easy end for centered and the harder end for non-centered.
-        fits = fit_many(data, par, kernel, p, chains, warmup, draws, target_accept, seed,
-                        chunk_size=chunk_size, cost_hint=np.array([taus[k] for k in labels]))
+        fits = fit_many(data, par, kernel, p, chains, warmup, draws, target_accept, seed, chunk_size=chunk_size)
         err = np.log(fits.tau).mean(axis=(1, 2)) - exact_log_tau
-        rhat = np.asarray(diagnostics.rhat(jnp.asarray(np.moveaxis(fits.params(), -1, 1)))).max(axis=1)
+        rhat = np.asarray(diagnostics.rhat(np.moveaxis(fits.params(), -1, 1))).max(axis=1)
         rate = fits.diverging.mean(axis=(1, 2))
         for k, tau in enumerate(taus):
             sel = labels == k

@@ -20,7 +20,7 @@ import pytest
 from hnnjax import chees
 
 # Jitted entry points (one compile each per shape and dtype instead of eager op-by-op).
-_update = jax.jit(chees.update, static_argnames=("whiten",))
+_update = jax.jit(chees.update)
 _gradient = jax.jit(chees.chees_gradient, static_argnames=("whiten",))
 
 # --- jitter and step counts -------------------------------------------------------------

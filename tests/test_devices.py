@@ -17,8 +17,13 @@ import hnnjax
 from hnnjax import devices, sampler
 
 
-def test_available_cores_is_positive():
-    assert devices.available_cores() >= 1
+def test_available_cores_reads_the_affinity_mask(monkeypatch):
+    """The cores this process may run on, not the machine's: cpu_count only without a mask."""
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 64)
+    assert devices.available_cores() == 3
+    monkeypatch.delattr(devices.os, "sched_getaffinity")
+    assert devices.available_cores() == 64
 
 
 def test_use_cpu_cores_after_the_backend_started():
@@ -36,8 +41,9 @@ def test_use_cpu_cores_after_the_backend_started():
     (1, 1, 2, "nuts", (1, 2)),    # one lane: one device, padded to two lanes
     (1, 3, 2, "nuts", (1, 3)),    # three lanes: not two a device, so one device
     (5, 4, 2, "nuts", (2, 10)),
-    (1, 4, 2, "chees", (1, 4)),   # ChEES keeps a model's chains together
-    (3, 4, 2, "chees", (2, 8)),   # two models a device, one padding model
+    (1, 4, 2, "chees", (1, 8)),   # ChEES keeps a model's chains together, two models at least
+    (3, 4, 2, "chees", (1, 12)),  # three models cannot split two a device
+    (4, 4, 2, "chees", (2, 8)),
 ])
 def test_shard_plan(n_models, chains, n_devices, kernel, expect):
     config = sampler.RunConfig(chains=chains, kernel=sampler.resolve_kernel(kernel))

@@ -6,7 +6,6 @@ inert (inverse mass 0) coordinates, and the covariance of `sample_momentum`.
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -178,14 +177,13 @@ def test_inert_coordinates_follow_the_unpadded_model():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_sample_momentum_covariance(dtype):
+def test_sample_momentum_scales_normals(dtype):
     """sample_momentum(z, inverse_mass) maps standard normals z to p ~ N(0, diag(1/inverse_mass)):
     p = z / sqrt(inverse_mass) to rounding, exactly 0 where the inverse mass is 0 (whatever z),
-    in the dtype of the inputs; z-tests on the mean, the variance (standard error from the
-    sample fourth moment) and the correlations. The float32 case builds float32 arrays.
+    in the dtype of the inputs. The float32 case builds float32 arrays.
     (The kernels' own normals are z-tested through nuts.init / hmc.init in their test files.)"""
     inv = jnp.asarray([0.25, 1.0, 4.0, 0.01, 0.0], dtype)
-    n = 20000
+    n = 2000
     z = jnp.asarray(np.random.default_rng(17).standard_normal((n, 5)), dtype)
     p = jax.jit(jax.vmap(sample_momentum, in_axes=(0, None)))(z, inv)
     assert p.dtype == dtype and p.shape == (n, 5)
@@ -194,16 +192,8 @@ def test_sample_momentum_covariance(dtype):
     live = p[:, :4]
     target_var = 1.0 / np.asarray(inv[:4], np.float64)
     rtol = 1e-6 if dtype == jnp.float32 else 1e-14
+    # p = z / sqrt(inverse mass) exactly, so p ~ Normal(0, M) follows from z ~ Normal(0, I)
     np.testing.assert_allclose(live, np.asarray(z, np.float64)[:, :4] * np.sqrt(target_var), rtol=rtol)
-    z_mean = live.mean(0) / np.sqrt(target_var / n)
-    sq = live**2
-    z_var = (sq.mean(0) - target_var) / (sq.std(0, ddof=1) / np.sqrt(n))
-    print(z_mean, z_var)
-    assert np.all(np.abs(z_mean) < Z_MAX)
-    assert np.all(np.abs(z_var) < Z_MAX)
-    # Coordinates are independent: correlation z-test (se 1/sqrt(n)).
-    corr = np.corrcoef(live.T)[np.triu_indices(4, 1)]
-    assert np.all(np.abs(corr) * math.sqrt(n) < Z_MAX)
 
 
 @jax.jit

@@ -64,10 +64,11 @@ def test_ranking_uses_the_joint_draws(res):
     d = np.stack([mu[m].reshape(-1) for m in food["model"]])
     p, e = rank_probabilities(d, 10)
     np.testing.assert_allclose(p, food["p_top_k"])
-    # by hand at one draw index
-    s = 17
-    ranks = 1 + (d[:, s][None, :] > d[:, s][:, None]).sum(axis=1)
-    assert ((ranks <= 10).sum()) == 10
+    np.testing.assert_allclose(e, food["expected_rank"])
+    # by hand: the rank of each restaurant at every joint draw (1 = largest mu)
+    ranks = 1 + (d[None, :, :] > d[:, None, :]).sum(axis=1)
+    np.testing.assert_allclose(p, (ranks <= 10).mean(axis=1))
+    np.testing.assert_allclose(e, ranks.mean(axis=1))
 
 
 def test_rank_probabilities_exact_cases():

@@ -105,16 +105,16 @@ def test_sbc_mcmc_code_path():
     assert res.ranks.shape == (30, 10) and res.ranks.dtype.kind == "i"
     assert res.ranks.min() >= 0 and res.ranks.max() <= 99
     assert res.divergences.shape == (30,) and res.total_steps.min() > 0
-    assert set(res.hits) == {0.5, 0.9} and res.hits[0.9].mean() >= res.hits[0.5].mean()
+    assert set(res.hits) == {0.5, 0.9} and all(h.shape == (30, 10) and h.dtype == bool for h in res.hits.values())
     assert len(res.uniformity()) == 10 and len(res.coverage()) == 11
     assert "noncentered nuts" in str(res)
 
 
 def test_fit_many_matches_sample_and_is_batch_invariant():
-    """Model m of fit_many is hnnjax.sample(data_m, model_id=m), whatever the chunking."""
-    data, truth = simulate.datasets_from_prior(3, seed=9)
+    """Model m of fit_many is hnnjax.sample(data_m, model_id=m), whatever the chunking and pool."""
+    data, _ = simulate.datasets_from_prior(3, seed=9)
     a = simulate.fit_many(data, seed=2, chunk_size=1, **SETTINGS)
-    b = simulate.fit_many(data, seed=2, chunk_size=1, cost_hint=-truth["tau"], **SETTINGS)
+    b = simulate.fit_many(data, seed=2, chunk_size=2, max_lanes=2, **SETTINGS)
     np.testing.assert_array_equal(a.theta, b.theta)
     one = hnnjax.sample(data[1], seed=2, model_id=1, **SETTINGS)
     np.testing.assert_array_equal(a.theta[1], one.draws["theta"])
@@ -126,7 +126,9 @@ def test_divergence_study_code_path():
     assert len(table) == 4
     assert list(table["parametrization"]) == ["centered", "centered", "noncentered", "noncentered"]
     assert np.all((table["div_rate"] >= 0) & (table["div_rate"] <= 1))
-    assert np.all(np.isfinite(table["log_tau_err"])) and np.all(table["rhat_max"] > 0.9)
+    assert np.all(np.isfinite(table["log_tau_err"]))
+    nc = np.asarray(table["parametrization"]) == "noncentered"
+    assert np.all(np.asarray(table["rhat_max"])[nc] < 1.05)  # 4 x 500 non-centered draws mix
 
 
 # -------------------------------------------------------------------------- slow studies
