@@ -216,14 +216,14 @@ def _plan(groups, valid, chunk_size, memory_budget_mb, config, itemsize) -> list
 def default_max_lanes(platform: str) -> int:
     """The driver's lane pool on each device when `max_lanes` is not given.
 
-    Measured on a 2-core CPU (1000 eight-schools-sized models, 4 chains, 500 + 500
-    iterations): a loop iteration costs about 2.5 us per lane at 128 lanes and about
-    1.3-1.6 us at 500-800 lanes, while without a pool the useful-step share of a chunk
-    falls as it widens (restaurant models: 0.36 at 64 lanes, 0.13 at 768). 400 models
-    (1600 chains) on 512 lanes ran 2.1 times as many models per second as chunks of 32
-    models without a pool. An accelerator needs thousands of lanes to be busy.
+    Measured on a 2-core CPU (1000 eight-schools models, 4 chains, 500 + 500 iterations,
+    float32, one pool per core; benchmarks/results/batch_20261122T0952*-0955*): 64, 128,
+    256, 512 and 1024 lanes per core gave 23.5, 30.9, 36.0, 33.7 and 24.1 models per
+    second, with useful-step shares of 0.98, 0.95, 0.90, 0.81 and 0.68: a wider pool
+    pays less loop overhead per lane-step but leaves more lanes idle at the end of the
+    queue. An accelerator needs thousands of lanes to be busy.
     """
-    return 512 if platform == "cpu" else 8192
+    return 256 if platform == "cpu" else 8192
 
 
 def _chunk_width(j_pad, n, chunk_size, memory_budget_mb, config, itemsize) -> int:
@@ -729,7 +729,7 @@ def sample_batch(
     chunk_size: models per compiled batch; default: as many as fit in `memory_budget_mb`
         (`bytes_per_model`), at most the bucket's size.
     max_lanes: the driver's lane pool on each device (`sampler.RunConfig.max_lanes`;
-        default `default_max_lanes`: 512 on CPU); a device with fewer chains runs one
+        default `default_max_lanes`: 256 on CPU); a device with fewer chains runs one
         lane per chain. Draws do not depend on it.
     keep_draws: True keeps a `Fit` per model; False keeps summaries only; a tuple of names
         from ("mu", "tau", "theta") keeps those draws only (`BatchResult.draws`).

@@ -51,8 +51,8 @@ each kernel goes through a thread pool, ~1 us per hand-off on a busy 2-core mach
 are (lanes, max_depth, d), which is over 512 bytes for 4 lanes of d = 10, so a vmapped loop of
 this kernel cannot meet that threshold; what is left is fewer kernels and less copying. So the
 state is packed: both trajectory edges (position, momentum, gradient) in one (2, 3, d) array,
-the trajectory and subtree proposals in one (2, 2, d), the momentum sums, the near edge's
-momentum and the divergence position in one (4, d), the scalars in one float, one int and
+the trajectory and subtree proposals in one (2, 2, d), the momentum sums and the near edge's
+momentum in one (3, d) (the divergence position is the last moved edge), the scalars in one float, one int and
 one bool vector. `TreeState` has read-only views with the old names (`left`, `right`,
 `proposal`, `depth`, `n_steps`, `done`, ...).
 """
@@ -111,7 +111,7 @@ class Proposal(NamedTuple):
 _F_ENERGY0, _F_LOG_W, _F_SUB_LOG_W, _F_SUM_ACCEPT, _F_LP_LEFT, _F_LP_RIGHT = range(6)
 _F_PROP_LP, _F_PROP_ENERGY, _F_SUB_LP, _F_SUB_ENERGY = range(6, 10)
 # Rows of TreeState.vecs.
-_V_RHO, _V_SUB_RHO, _V_P_NEAR, _V_DIV_POS = range(4)
+_V_RHO, _V_SUB_RHO, _V_P_NEAR = range(3)
 
 
 class TreeState(NamedTuple):
@@ -128,7 +128,7 @@ class TreeState(NamedTuple):
     floats: jax.Array  # (10,) the scalars, indexed by the _F_* constants
     edges: jax.Array  # (2, 3, d): [left, right] x [position, momentum, grad]
     props: jax.Array  # (2, 2, d): [proposal, subtree proposal] x [position, grad]
-    vecs: jax.Array  # (4, d): rho, sub_rho, p_near, divergence_position
+    vecs: jax.Array  # (3, d): rho, sub_rho, p_near
     ckpt: jax.Array  # (max_depth, 2, d): [momentum, momentum sum before] by popcount
     ckpt_end: jax.Array  # (max_depth, d): momentum at the end of a node, by trailing ones
 
@@ -142,7 +142,14 @@ class TreeState(NamedTuple):
     rho = property(lambda self: self.vecs[..., _V_RHO, :])
     sub_rho = property(lambda self: self.vecs[..., _V_SUB_RHO, :])
     p_near = property(lambda self: self.vecs[..., _V_P_NEAR, :])
-    divergence_position = property(lambda self: self.vecs[..., _V_DIV_POS, :])
+
+    @property
+    def divergence_position(self):
+        # A divergent leaf ends the transition, so it is still the edge that moved last
+        # (the direction of the current depth); zeros when the transition did not diverge.
+        forward = jnp.take_along_axis(self.directions, self.depth[..., None], -1) > 0
+        moved = jnp.where(forward, self.edges[..., 1, 0, :], self.edges[..., 0, 0, :])
+        return jnp.where(self.diverging[..., None], moved, jnp.zeros_like(moved))
 
     def _edge(self, k, lp):
         e = self.edges
@@ -199,7 +206,7 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeS
         floats=floats,
         edges=jnp.stack([edge, edge]),
         props=jnp.stack([prop, prop]),
-        vecs=jnp.stack([p0, jnp.zeros_like(p0), p0, jnp.zeros_like(chain.position)]),
+        vecs=jnp.stack([p0, jnp.zeros_like(p0), p0]),
         ckpt=jnp.zeros((config.max_depth, 2, d), dtype),
         ckpt_end=jnp.zeros((config.max_depth, d), dtype),
     )
@@ -322,7 +329,6 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
         jnp.where(merge, rho, rho_old),
         jnp.where(merge, jnp.zeros_like(rho_sub), rho_sub),
         jnp.where(merge, p_near, p_near_old),
-        jnp.where(diverging, new.position, tree.vecs[_V_DIV_POS]),
     ])
     floats = jnp.stack([
         f[_F_ENERGY0], log_weight, jnp.where(merge, -jnp.inf, sub_log_weight), sum_accept,

@@ -271,24 +271,42 @@ def _take(tree, idx):
     return jax.tree.map(lambda a: a[idx], tree)
 
 
+def _restart_slots(n_lanes: int) -> int:
+    """R: how many finished lanes one outer iteration of the independent driver restarts.
+
+    Finishing, recording and restarting a transition (the step-size and metric update, a
+    new momentum, the next tree) costs several leapfrog steps' worth of kernels. Done for
+    every lane of a wide pool and then selected, it cost more than the leapfrog loop
+    itself (512 lanes of eight schools: ~400 us per outer iteration against ~200 us per
+    leapfrog iteration, from a profile of the XLA thunks). Only about one lane in the mean
+    trajectory length finishes per leapfrog step, so R slots gathered from the finished
+    lanes do that work; a lane finished beyond the R-th waits one iteration (it is still
+    done, so the leapfrog loop does not run until it has been restarted). Small pools
+    restart every lane in place (no gather).
+    """
+    return n_lanes if n_lanes <= 32 else max(32, n_lanes // 8)
+
+
 def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig):
     """A pool of `n_lanes` lanes works through the tasks (one chain of one model each).
 
     Every loop iteration advances every busy lane by one leapfrog step (an inner loop that
-    only advances, until some lane's transition ends). A lane
-    whose transition ends records it, adapts at its own iteration count and starts its
-    next transition in the same iteration; a lane whose task has all its draws takes the
-    next task from the queue. No lane waits for another's longer trajectory, and with
-    more tasks than lanes no lane idles until the queue is empty. A task's draws depend
-    only on its key and data, not on the lane that runs it.
+    only advances, until some lane's transition ends). Then up to `_restart_slots` finished
+    lanes are gathered: each records its draw, adapts at its own iteration count and
+    starts its next transition; a lane whose task has all its draws takes the next task
+    from the queue. No lane waits for another's longer trajectory, and with more tasks
+    than lanes no lane idles until the queue is empty. A task's draws depend only on its
+    key and data, not on the lane that runs it or on when it was restarted.
 
     The draw buffers are written outside the conditionals (scatters whose unkept writes
     fall out of range): as operands of `lax.cond` they would be copied every iteration.
     """
     n_tasks = words.shape[0]
+    R = _restart_slots(n_lanes)
     init = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, config))
     advance = jax.vmap(lambda ln, d, p: _advance(ln, d, p, config))
     finish = jax.vmap(lambda ln: _finish(ln, config))
+    restart = jax.vmap(lambda ln, ch, inf, dd, pp: _restart(ln, ch, inf, dd, pp, config))
     first = jnp.arange(n_lanes)
     lane_data, lane_prior = _take(data, first), _take(prior, first)
     lanes = init(words[:n_lanes], target[:n_lanes], lane_data, lane_prior)
@@ -297,28 +315,21 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     buffers = _empty_task_records(n_tasks, d, dtype, config)
     final = (jnp.zeros((n_tasks,), dtype), jnp.zeros((n_tasks, d), dtype))
 
-    def restart_where_finished(args):
-        lanes, chain, info, finished, lane_data, lane_prior = args
-
-        def one(ln, ch, inf, fin, dd, pp):
-            return _select(fin, _restart(ln, ch, inf, dd, pp, config), ln)
-
-        return jax.vmap(one)(lanes, chain, info, finished, lane_data, lane_prior)
-
     def take_next_tasks(args):
-        lanes, lane_data, lane_prior, new_task, starting = args
+        sub, sub_data, sub_prior, new_task, starting = args
         idx = jnp.minimum(new_task, n_tasks - 1)
         nd, npr = _take(data, idx), _take(prior, idx)
         fresh = init(words[idx], target[idx], nd, npr)
         pick = jax.vmap(_select)
-        return pick(starting, fresh, lanes), pick(starting, nd, lane_data), pick(starting, npr, lane_prior)
+        return pick(starting, fresh, sub), pick(starting, nd, sub_data), pick(starting, npr, sub_prior)
 
     def cond(carry):
         return jnp.any(carry[3] < n_tasks)
 
     def advance_until_a_lane_finishes(lanes, lane_data, lane_prior, busy, n_iter):
         # The inner loop only advances: its body stays as small as `advance`, and the
-        # finish / write / restart work below runs once per finished transition.
+        # finish / write / restart work below runs once per finished transition. It does
+        # not start while a busy lane is done (one left over from the R slots).
         def cond(c):
             ln, _ = c
             return ~jnp.any(ln.trans.done & busy) & jnp.any(busy)
@@ -334,33 +345,50 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
         busy = task < n_tasks
         lanes, n_iter = advance_until_a_lane_finishes(lanes, lane_data, lane_prior, busy, n_iter)
         finished = lanes.trans.done & busy
-        chain, info, record = finish(lanes)
-        buffers = _write_tasks(buffers, record, task, lanes.t, finished, config)
-        lanes = jax.lax.cond(
-            jnp.any(finished), restart_where_finished, lambda a: a[0],
-            (lanes, chain, info, finished, lane_data, lane_prior),
-        )
+        if R == n_lanes:
+            slot, valid = first, finished
+            sub, sub_data, sub_prior = lanes, lane_data, lane_prior
+        else:  # the first R finished lanes (a lane restarted here is not done next time)
+            slot = jnp.flatnonzero(finished, size=R, fill_value=0)
+            valid = jnp.arange(R) < jnp.sum(finished)
+            sub, sub_data, sub_prior = _take(lanes, slot), _take(lane_data, slot), _take(lane_prior, slot)
+        sub_task = task[slot]
+        chain, info, record = finish(sub)
+        buffers = _write_tasks(buffers, record, sub_task, sub.t, valid, config)
+        sub = _select_lanes(valid, restart(sub, chain, info, sub_data, sub_prior), sub)
         # Tasks that just recorded their last draw: keep their adapted settings, then
         # hand their lanes the next tasks in queue order.
-        completed = finished & (lanes.t >= config.total)
-        row = jnp.where(completed, task, n_tasks)
-        final = (final[0].at[row].set(lanes.adapt.step_size, mode="drop"),
-                 final[1].at[row].set(lanes.adapt.inverse_mass, mode="drop"))
+        completed = valid & (sub.t >= config.total)
+        row = jnp.where(completed, sub_task, n_tasks)
+        final = (final[0].at[row].set(sub.adapt.step_size, mode="drop"),
+                 final[1].at[row].set(sub.adapt.inverse_mass, mode="drop"))
         n_done = completed.astype(jnp.int32)
-        new_task = jnp.where(completed, next_task + jnp.cumsum(n_done, dtype=jnp.int32) - 1, task)
+        new_task = jnp.where(completed, next_task + jnp.cumsum(n_done, dtype=jnp.int32) - 1, sub_task)
         next_task = next_task + jnp.sum(n_done, dtype=jnp.int32)
         starting = completed & (new_task < n_tasks)
-        lanes, lane_data, lane_prior = jax.lax.cond(
+        sub, sub_data, sub_prior = jax.lax.cond(
             jnp.any(starting), take_next_tasks, lambda a: a[:3],
-            (lanes, lane_data, lane_prior, new_task, starting),
+            (sub, sub_data, sub_prior, new_task, starting),
         )
-        return lanes, lane_data, lane_prior, new_task, next_task, buffers, final, n_iter
+        if R == n_lanes:
+            lanes, lane_data, lane_prior, task = sub, sub_data, sub_prior, new_task
+        else:
+            dest = jnp.where(valid, slot, n_lanes)
+            put = lambda whole, part: whole.at[dest].set(part, mode="drop")  # noqa: E731
+            lanes, lane_data, lane_prior = (jax.tree.map(put, a, b) for a, b in
+                                            ((lanes, sub), (lane_data, sub_data), (lane_prior, sub_prior)))
+            task = put(task, new_task)
+        return lanes, lane_data, lane_prior, task, next_task, buffers, final, n_iter
 
     carry = (lanes, lane_data, lane_prior, first.astype(jnp.int32), jnp.asarray(n_lanes, jnp.int32),
              buffers, final, jnp.zeros((), jnp.int32))
     carry = jax.lax.while_loop(cond, body, carry)
     buffers, (step_size, inverse_mass), n_iter = carry[5], carry[6], carry[7]
     return buffers, step_size, inverse_mass, n_iter
+
+
+def _select_lanes(pred, new, old):
+    return jax.vmap(_select)(pred, new, old)
 
 
 def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
@@ -637,6 +665,17 @@ def _placement(devices):
     return jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("tasks",)), jax.sharding.PartitionSpec("tasks"))
 
 
+def _compiler_options(platform: str) -> dict:
+    """XLA options of hnnjax's programs.
+
+    CPU: no YNNPACK fusions. XLA hands the U-turn checks' small reductions (lanes x levels
+    x d, summed over d = 10) to YNNPACK, whose kernels took a quarter of a 512-lane
+    leapfrog iteration (profile of the XLA thunks); XLA's own fused loop does the same
+    sums in a fraction of it. (Programs are cached per options, so this splits no cache.)
+    """
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if platform == "cpu" else {}
+
+
 def _compiled_program(config: RunConfig, args, devices):
     """The program for these shapes and devices, cached in-process and on disk; compile
     seconds (0 if cached in-process). `args` must already be placed with `_placement`."""
@@ -660,7 +699,8 @@ def _compiled_program(config: RunConfig, args, devices):
         return jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
                                      check_vma=False))
 
-    compiled = _saved_program(signature, build, args, devices[0].platform).lower(*args).compile()
+    platform = devices[0].platform
+    compiled = _saved_program(signature, build, args, platform).lower(*args).compile(_compiler_options(platform))
     _COMPILED[signature] = compiled
     return compiled, time.perf_counter() - t0
 

@@ -81,8 +81,8 @@ def test_lane_pool_gives_the_same_draws(result):
     """sampler's lane pool (max_lanes): 16 chains on 4 lanes, one chunk, same draws."""
     pooled = _fit(VALID, chunk_size=None, max_lanes=4)
     assert [(c["width"], c["lanes"]) for c in pooled.chunks] == [(4, 4)]
-    assert [c["lanes"] for c in result.chunks] == [8, 8]  # 8 chains <= 512 lanes: no pool
-    assert batch.default_max_lanes("cpu") == 512
+    assert [c["lanes"] for c in result.chunks] == [8, 8]  # 8 chains <= 256 lanes: no pool
+    assert batch.default_max_lanes("cpu") == 256
     steps = sum(f.n_grad_evals for f in pooled.fits.values())
     assert pooled.chunks[0]["useful_step_share"] == pytest.approx(steps / (pooled.chunks[0]["loop_iterations"] * 4))
     for i in range(4):

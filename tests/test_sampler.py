@@ -188,6 +188,22 @@ def test_task_queue_pool_changes_nothing_but_waste():
     np.testing.assert_array_equal(fit.stats["n_steps"], runs[3][0]["n_steps"][3][:, 100:])
 
 
+def test_restart_slots_change_no_draw():
+    """A wide pool restarts only R finished lanes per loop trip (`_restart_slots`); lanes
+    finished beyond those wait a trip. Same draws as a narrow pool that restarts every lane."""
+    other = hnnjax.GroupData([1.0, 50.0, -20.0], [3.0, 2.0, 8.0])
+    n = 12
+    data = hnnjax.data.stack([other, SCHOOLS] * (n // 2), 8)
+    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], n, 0), hnnjax.Prior.default())
+    keys = sampler.model_keys(5, range(n))
+    assert sampler._restart_slots(48) < 48 and sampler._restart_slots(5) == 5
+    runs = {pool: sampler.run(keys, data, prior, sampler.RunConfig(chains=4, warmup=60, draws=30, max_lanes=pool))
+            for pool in (None, 5)}
+    assert runs[None][1]["lanes"] == 48
+    for name in runs[None][0]:
+        np.testing.assert_array_equal(runs[5][0][name], runs[None][0][name])
+
+
 def test_chees_matches_exact_and_wastes_no_step():
     """ChEES-HMC: all chains of a model share eps and the jittered length, so the lanes of a
     model never wait for each other (useful-step share 1 for one model)."""
