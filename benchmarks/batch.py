@@ -178,6 +178,9 @@ def main(argv=None) -> int:
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--chunk-size", type=int, default=None,
                    help="models per compiled call, both samplers (default: hnnjax's, from its memory budget)")
+    p.add_argument("--peer-chunk-sizes", type=int, nargs="+", default=None,
+                   help="BlackJAX's chunk sizes, each run in turn (default: the same chunks as hnnjax); "
+                        "its lanes wait for the longest tree in a chunk, so small chunks are its best")
     p.add_argument("--max-lanes", type=int, default=None,
                    help="hnnjax's lane pool per chunk (default: hnnjax.batch.default_max_lanes)")
     p.add_argument("--seed", type=int, default=0)
@@ -204,12 +207,15 @@ def main(argv=None) -> int:
         data = datasets(n)
         chunk = min(args.chunk_size or default_chunk(n, settings, dtype), n)
         for name in args.samplers:
-            print(f"[batch] {name}: {n} models, chunks of {chunk}", file=sys.stderr, flush=True)
-            rows.append(runners[name](data, settings, chunk, dtype, args.seed, max_lanes=args.max_lanes))
+            chunks = [chunk] if name == "hnnjax" or not args.peer_chunk_sizes else args.peer_chunk_sizes
+            for size in chunks:
+                size = min(size, n)
+                print(f"[batch] {name}: {n} models, chunks of {size}", file=sys.stderr, flush=True)
+                rows.append(runners[name](data, settings, size, dtype, args.seed, max_lanes=args.max_lanes))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"batch_{stamp}.json"
-    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size,
+    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size, "peer_chunk_sizes": args.peer_chunk_sizes,
               "max_lanes": args.max_lanes, "seed": args.seed, "rows": rows, "machine": machine_info(), "versions": versions(),
               "jax": jax_config(), "git": git_info(ROOT), "load_average": load_average()}
     path.write_text(json.dumps(record, indent=1, default=float))
