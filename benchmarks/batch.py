@@ -215,9 +215,10 @@ def main(argv=None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"batch_{stamp}.json"
-    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size, "peer_chunk_sizes": args.peer_chunk_sizes,
-              "max_lanes": args.max_lanes, "seed": args.seed, "rows": rows, "machine": machine_info(), "versions": versions(),
-              "jax": jax_config(), "git": git_info(ROOT), "load_average": load_average()}
+    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size,
+              "peer_chunk_sizes": args.peer_chunk_sizes, "max_lanes": args.max_lanes, "seed": args.seed,
+              "rows": rows, "machine": machine_info(), "versions": versions(), "jax": jax_config(),
+              "git": git_info(ROOT), "load_average": load_average()}
     path.write_text(json.dumps(record, indent=1, default=float))
     print(markdown(rows, settings))
     print(f"\nwrote {path}")

@@ -139,6 +139,7 @@ class _PeerNUTS(Runner):
         super().__init__(settings)
         self.parametrization = parametrization
         self.name = f"{self.family}-nuts-{'nc' if parametrization == 'noncentered' else 'c'}"
+        self._compiled = {}  # per data shape: the compiled program (BlackJAX) or MCMC object (NumPyro)
 
     @classmethod
     def check_available(cls):
@@ -160,10 +161,6 @@ class _PeerNUTS(Runner):
 class BlackJAXNUTS(_PeerNUTS):
     family = "blackjax"
     library = "BlackJAX"
-
-    def __init__(self, settings: Settings, parametrization: str = "noncentered"):
-        super().__init__(settings, parametrization)
-        self._compiled = {}
 
     def compile(self, data) -> float:
         import jax
@@ -234,21 +231,17 @@ class NumPyroNUTS(_PeerNUTS):
     family = "numpyro"
     library = "NumPyro"
 
-    def __init__(self, settings: Settings, parametrization: str = "noncentered"):
-        super().__init__(settings, parametrization)
-        self._mcmc = {}
-
     def _get(self, key):
         from numpyro.infer import MCMC, NUTS
 
-        if key not in self._mcmc:
+        if key not in self._compiled:
             s = self.settings
             kernel = NUTS(numpyro_model(self.parametrization), target_accept_prob=s.target_accept,
                           dense_mass=False, max_tree_depth=s.max_tree_depth)
-            self._mcmc[key] = MCMC(kernel, num_warmup=s.warmup, num_samples=s.draws,
+            self._compiled[key] = MCMC(kernel, num_warmup=s.warmup, num_samples=s.draws,
                                    num_chains=s.chains, chain_method="vectorized",
                                    progress_bar=False, jit_model_args=True)
-        return self._mcmc[key]
+        return self._compiled[key]
 
     def run(self, data, seed: int) -> RunOutput:
         import jax

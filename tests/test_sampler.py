@@ -188,20 +188,33 @@ def test_task_queue_pool_changes_nothing_but_waste():
     np.testing.assert_array_equal(fit.stats["n_steps"], runs[3][0]["n_steps"][3][:, 100:])
 
 
-def test_restart_slots_change_no_draw():
-    """A wide pool restarts only R finished lanes per loop trip (`_restart_slots`); lanes
-    finished beyond those wait a trip. Same draws as a narrow pool that restarts every lane."""
+def test_restart_slots_change_no_draw(monkeypatch):
+    """A wide pool restarts at most R finished lanes per loop trip (`_restart_slots`); lanes
+    finished beyond those wait a trip. Same draws as a narrow pool that restarts every lane,
+    with the real R (32 of 48 lanes) and with R = 3, so that lanes wait (checked below)."""
     other = hnnjax.GroupData([1.0, 50.0, -20.0], [3.0, 2.0, 8.0])
     n = 12
     data = hnnjax.data.stack([other, SCHOOLS] * (n // 2), 8)
     prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], n, 0), hnnjax.Prior.default())
     keys = sampler.model_keys(5, range(n))
-    assert sampler._restart_slots(48) < 48 and sampler._restart_slots(5) == 5
-    runs = {pool: sampler.run(keys, data, prior, sampler.RunConfig(chains=4, warmup=60, draws=30, max_lanes=pool))
-            for pool in (None, 5)}
-    assert runs[None][1]["lanes"] == 48
-    for name in runs[None][0]:
-        np.testing.assert_array_equal(runs[5][0][name], runs[None][0][name])
+    config = lambda pool: sampler.RunConfig(chains=4, warmup=60, draws=30, max_lanes=pool)  # noqa: E731
+    assert sampler._restart_slots(48) == 32 and sampler._restart_slots(5) == 5
+    narrow = sampler.run(keys, data, prior, config(5))
+    wide = sampler.run(keys, data, prior, config(None))
+    # R is not in the programs' cache keys (it is a function of the shape): compile afresh
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    monkeypatch.setenv("HNNJAX_NO_PERSISTENT_CACHE", "1")
+    monkeypatch.setattr(sampler, "_restart_slots", lambda lanes: lanes if lanes <= 5 else 3)
+    waiting = sampler.run(keys, data, prior, config(None))
+    for run in (wide, waiting):
+        assert run[1]["lanes"] == 48
+        for name in narrow[0]:
+            np.testing.assert_array_equal(run[0][name], narrow[0][name])
+    # every lane whose first transition is one leapfrog step finishes at the first step:
+    # more of them than R = 3 slots, so some wait
+    assert (narrow[0]["n_steps"][..., 0] == 1).sum() > 3
+    # waiting costs loop trips that advance no lane, so no counted leapfrog iteration
+    assert waiting[1]["loop_iterations"] == wide[1]["loop_iterations"]
 
 
 def test_chees_matches_exact_and_wastes_no_step():
