@@ -52,6 +52,13 @@ def _eight_schools(args) -> int:
     return 0
 
 
+def _restaurant_prior(name: str):
+    from .model import Prior
+    from .restaurants import SENTIMENT_PRIOR
+
+    return {"sentiment": SENTIMENT_PRIOR, "default": Prior.default(), "flat": Prior.flat()}[name]
+
+
 def _restaurants(args) -> int:
     """Fit every restaurant-aspect of a review table; write the three output tables."""
     if args.float64:
@@ -76,11 +83,13 @@ def _restaurants(args) -> int:
         table, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
         top_k=args.top_k, rule=args.rule, progress=not args.no_progress,
         dtype=np.float64 if args.float64 else np.float32, chunk_size=args.chunk_size,
-        out=args.checkpoint, max_lanes=args.max_lanes,
+        out=args.checkpoint, max_lanes=args.max_lanes, target_accept=args.target_accept,
+        prior=_restaurant_prior(args.prior),
     )
     paths = res.write(args.out)
     print(f"Restaurants from {source}: {args.chains} chains x ({args.warmup} warmup + "
-          f"{args.draws} draws), NUTS, non-centered")
+          f"{args.draws} draws), NUTS, non-centered, target acceptance {args.target_accept}, "
+          f"{args.prior} prior")
     print(res.report())
     print("wrote " + ", ".join(str(paths[k]) for k in ("aspects", "reviews", "ranking")))
     return 0
@@ -113,6 +122,11 @@ def main(argv=None) -> int:
     r.add_argument("--draws", type=int, default=1000)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--top-k", type=int, default=10, help="k of P(rank <= k)")
+    r.add_argument("--target-accept", type=float, default=0.95,
+                   help="NUTS target acceptance (default 0.95: models with few reviews have funnels)")
+    r.add_argument("--prior", choices=("sentiment", "default", "flat"), default="sentiment",
+                   help="sentiment: mu ~ N(0, 1), tau ~ HalfNormal(0.5), for sentiment on [-1, 1]; "
+                        "default: eight schools' mu ~ N(0, 5), tau ~ HalfCauchy(5); flat: p(mu, tau) = 1")
     r.add_argument("--rule", choices=("pooled", "floor", "drop"), default="pooled",
                    help="variance rule for unusable review variances (hnnjax.reviews)")
     r.add_argument("--chunk-size", type=int, default=None,

@@ -5,7 +5,8 @@ Steps (`fit_restaurants`):
 1. `reviews.to_models` turns the review table into one `GroupData` per restaurant-aspect
    (y_j = review j's mean sentence sentiment, sigma_j its standard error after the
    variance rule; see `hnnjax.reviews`).
-2. `batch.sample_batch` fits them all, keeping the draws of mu only.
+2. `batch.sample_batch` fits them all, keeping the draws of mu only, with the prior and
+   target acceptance below.
 3. Outputs, as pandas DataFrames:
 
    * ``aspects``: one row per restaurant-aspect: the posterior of mu (mean, sd and the
@@ -17,6 +18,21 @@ Steps (`fit_restaurants`):
      is relative to tau; BDA3 section 5.5);
    * ``ranking``: per aspect, the restaurants ordered by expected rank, with
      P(rank <= k).
+
+Prior and sampler settings
+--------------------------
+Sentiment lives on [-1, 1], not on the SAT-score scale of eight schools, so the default
+prior is scaled to it: mu ~ Normal(0, 1) (the restaurant-aspect's mean sentiment; the
+whole scale within one sd) and tau ~ HalfNormal(0.5) (the spread of review-level opinions
+of one restaurant-aspect; P(tau > 1) = 4.6%). Half of the restaurant-aspects have few
+reviews, so tau is barely identified and its posterior is close to its prior: under
+eight schools' tau ~ HalfCauchy(5) that posterior reaches far beyond the scale (posterior
+mean of tau 1.5 for models of one or two reviews) and NUTS meets a funnel there. With
+the sentiment-scale prior and a target acceptance of 0.95 (smaller steps for those
+funnels), 150 synthetic restaurants (295 models, 4 chains x (1000 + 1000)) went from
+30.8% of models with R-hat > 1.01 (eight schools' prior, 0.8) to 2.7%; the prior alone
+gives 8.1%, the target acceptance alone 18.3%; the centered parametrization does worse
+(40%). Both settings are arguments (`prior=`, `target_accept=`).
 
 Ranking under uncertainty
 -------------------------
@@ -45,8 +61,14 @@ import numpy as np
 
 from . import reviews as rv
 from .batch import BatchResult, sample_batch
+from .model import HalfNormal, Normal, Prior
 
-__all__ = ["fit_restaurants", "RestaurantResults", "rank_probabilities", "output_paths"]
+__all__ = ["fit_restaurants", "RestaurantResults", "rank_probabilities", "output_paths",
+           "SENTIMENT_PRIOR", "DEFAULT_TARGET_ACCEPT"]
+
+# The pipeline's defaults (module docstring, "Prior and sampler settings").
+SENTIMENT_PRIOR = Prior.make(mu=Normal(0.0, 1.0), tau=HalfNormal(0.5))
+DEFAULT_TARGET_ACCEPT = 0.95
 
 _RANK_BLOCK_ELEMENTS = 1 << 22  # restaurants x draws ranked at once: bounds the memory
 
@@ -149,6 +171,8 @@ def fit_restaurants(
     warmup: int = 1000,
     draws: int = 1000,
     seed: int = 0,
+    prior: Prior | None = None,
+    target_accept: float = DEFAULT_TARGET_ACCEPT,
     progress: bool = True,
     **batch_options,
 ) -> RestaurantResults:
@@ -157,7 +181,8 @@ def fit_restaurants(
     reviews: a review table (`hnnjax.reviews` schema) or a path to a CSV / Parquet file.
     rule, min_reviews, floor, ddof: passed to `reviews.to_models`.
     top_k: the k of P(rank <= k).
-    Other keyword arguments go to `sample_batch` (prior, dtype, chunk_size, out, ...).
+    prior: default `SENTIMENT_PRIOR`; target_accept: default 0.95 (module docstring).
+    Other keyword arguments go to `sample_batch` (dtype, chunk_size, out, ...).
     """
     if int(top_k) < 1:
         raise ValueError(f"top_k: must be >= 1, got {top_k}")
@@ -165,6 +190,7 @@ def fit_restaurants(
     table = rv.read_reviews(reviews) if isinstance(reviews, (str, Path)) else reviews
     ids, groups, report = rv.to_models(table, rule=rule, min_reviews=min_reviews, floor=floor, ddof=ddof)
     batch = sample_batch(groups, ids, chains=chains, warmup=warmup, draws=draws, seed=seed,
+                         prior=SENTIMENT_PRIOR if prior is None else prior, target_accept=target_accept,
                          progress=progress, keep_draws=("mu",), **batch_options)
     se = report.standard_errors
     aspects = _aspect_table(batch, se.table)

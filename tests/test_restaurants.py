@@ -115,3 +115,32 @@ def test_cli_writes_its_files(tmp_path, capsys, monkeypatch):
     assert cli.main(args_syn) == 0
     assert "synthetic_reviews(5" in capsys.readouterr().out
     assert cli.main(["restaurants", "--out", str(out)]) == 2  # neither a file nor --synthetic
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_sentiment_scale_defaults_reach_sample_batch(table, monkeypatch):
+    """The pipeline's defaults (module docstring): the sentiment-scale prior and target
+    acceptance 0.95; explicit arguments and the CLI's --prior / --target-accept override them."""
+    from hnnjax import HalfNormal, Normal, Prior, restaurants
+
+    seen = []
+
+    def capture(groups, ids, **kw):
+        seen.append(kw)
+        raise _Captured
+
+    monkeypatch.setattr(restaurants, "sample_batch", capture)
+    with pytest.raises(_Captured):
+        fit_restaurants(table, progress=False)
+    assert seen[-1]["target_accept"] == 0.95
+    assert seen[-1]["prior"] == Prior.make(mu=Normal(0.0, 1.0), tau=HalfNormal(0.5))
+    with pytest.raises(_Captured):
+        fit_restaurants(table, progress=False, prior=Prior.flat(), target_accept=0.8)
+    assert seen[-1]["prior"] == Prior.flat() and seen[-1]["target_accept"] == 0.8
+    with pytest.raises(_Captured):
+        cli.main(["restaurants", "--synthetic", "3", "--out", "unused.parquet", "--prior", "default",
+                  "--target-accept", "0.9", "--no-progress"])
+    assert seen[-1]["prior"] == Prior.default() and seen[-1]["target_accept"] == 0.9
