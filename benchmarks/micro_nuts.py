@@ -99,7 +99,7 @@ class SampleProgram:
 
     def __call__(self):
         out, n_iter = jax.block_until_ready(self.compiled(*self.args))
-        return jax.device_get(out), int(n_iter)
+        return sampler.unpack_output(jax.device_get(out)), int(n_iter)
 
 
 class AdvanceLoop:

@@ -89,7 +89,7 @@ def _restaurants(args) -> int:
     paths = res.write(args.out)
     print(f"Restaurants from {source}: {args.chains} chains x ({args.warmup} warmup + "
           f"{args.draws} draws), NUTS, non-centered, target acceptance {args.target_accept}, "
-          f"{args.prior} prior")
+          f"{_restaurant_prior(args.prior).describe()}")
     print(res.report())
     print("wrote " + ", ".join(str(paths[k]) for k in ("aspects", "reviews", "ranking")))
     return 0

@@ -240,10 +240,10 @@ def _select(pred, new, old):
 # --- drivers: vmap over lanes, loops -------------------------------------------------------
 
 
-# Record fields kept per iteration as one float row (exact as floats: depths and step
-# counts are small integers), so a finished transition is written by two scatters, not
-# eight (A/B, 256 lanes, 128 models x 4 chains, 500 + 500, float32: 6.9 s against 7.1 s;
-# neutral at 4 lanes; the same draws).
+# Record fields kept per iteration as one float row, so a finished transition is written by
+# two scatters, not eight (A/B, 256 lanes, 128 models x 4 chains, 500 + 500, float32: 6.9 s
+# against 7.1 s, within this machine's noise; neutral at 4 lanes; the same draws). Exact
+# as floats: depths and step counts are integers below 2^max_depth <= 2^24.
 _STATS = ("accept_stat", "diverging", "tree_depth", "n_steps", "energy", "step_size")
 
 
@@ -265,14 +265,24 @@ def _write_tasks(buffers, record: Record, task, t, keep, config: RunConfig):
     return draws, stats.at[row, t].set(row_stats, mode="drop")
 
 
-def _unpack_records(buffers) -> Record:
-    draws, stats = buffers
+_PACKED_KEYS = ("packed_draws", "packed_stats")
+
+
+def unpack_output(out: dict) -> dict:
+    """The program's output with the independent driver's packed buffers split into the
+    `Record` fields. Done on the host (numpy views and small casts): inside the program
+    the split would be a second copy of every buffer in device memory."""
+    if _PACKED_KEYS[0] not in out:
+        return out
+    out = dict(out)
+    draws, stats = (np.asarray(out.pop(k)) for k in _PACKED_KEYS)
     col = {name: stats[..., i] for i, name in enumerate(_STATS)}
-    return Record(
+    out.update(
         position=draws[:, :, 0], accept_stat=col["accept_stat"], diverging=col["diverging"] > 0.5,
-        divergence_position=draws[:, :, 1], tree_depth=col["tree_depth"].astype(jnp.int32),
-        n_steps=col["n_steps"].astype(jnp.int32), energy=col["energy"], step_size=col["step_size"],
+        divergence_position=draws[:, :, 1], tree_depth=col["tree_depth"].astype(np.int32),
+        n_steps=col["n_steps"].astype(np.int32), energy=col["energy"], step_size=col["step_size"],
     )
+    return out
 
 
 def _take(tree, idx):
@@ -391,7 +401,7 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
              buffers, final, jnp.zeros((), jnp.int32))
     carry = jax.lax.while_loop(cond, body, carry)
     buffers, (step_size, inverse_mass), n_iter = carry[5], carry[6], carry[7]
-    return _unpack_records(buffers), step_size, inverse_mass, n_iter
+    return buffers, step_size, inverse_mass, n_iter
 
 
 def _select_lanes(pred, new, old):
@@ -517,7 +527,10 @@ def _program(words, lane_target, lane_data: Data, lane_prior: Prior, config: Run
         lanes = jax.vmap(lambda k, a, d, p: _lane_init(k, a, d, p, config))(words, lane_target, lane_data, lane_prior)
         lanes, recs, n_iter = _run_synchronized(lanes, lane_data, lane_prior, config)
         step_size, inverse_mass = lanes.adapt.step_size, lanes.adapt.inverse_mass
-    out = {name: val for name, val in zip(Record._fields, recs)}
+    if isinstance(recs, Record):
+        out = {name: val for name, val in zip(Record._fields, recs)}
+    else:  # the independent driver's packed buffers (`unpack_output`)
+        out = dict(zip(_PACKED_KEYS, recs))
     out["final_step_size"] = step_size
     out["inverse_mass"] = inverse_mass
     return out, n_iter
@@ -754,7 +767,8 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     t0 = time.perf_counter()
     out, n_iter = jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
-    out = {k: np.asarray(v)[:n_lanes].reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
+    out = unpack_output({k: np.asarray(v)[:n_lanes] for k, v in out.items()})
+    out = {k: v.reshape((n_models, config.chains) + v.shape[1:]) for k, v in out.items()}
     iters = np.atleast_1d(np.asarray(n_iter)).astype(np.int64)
     pool = _pool_size(per_device, config)
     return out, {"compile_s": compile_s, "run_s": run_s, "loop_iterations": int(iters.max()),
