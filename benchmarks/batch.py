@@ -202,7 +202,18 @@ def main(argv=None) -> int:
     settings = Settings(chains=args.chains, warmup=args.warmup, draws=args.draws)
     sizes = [200] if args.quick else args.models
     runners = {"hnnjax": run_hnnjax, "blackjax": run_blackjax}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"batch_{stamp}.json"
     rows = []
+
+    def write():  # after every row: a run stopped early keeps the rows it finished
+        record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size,
+                  "peer_chunk_sizes": args.peer_chunk_sizes, "max_lanes": args.max_lanes, "seed": args.seed,
+                  "rows": rows, "machine": machine_info(), "versions": versions(), "jax": jax_config(),
+                  "git": git_info(ROOT), "load_average": load_average()}
+        path.write_text(json.dumps(record, indent=1, default=float))
+
     for n in sizes:
         data = datasets(n)
         chunk = min(args.chunk_size or default_chunk(n, settings, dtype), n)
@@ -212,14 +223,8 @@ def main(argv=None) -> int:
                 size = min(size, n)
                 print(f"[batch] {name}: {n} models, chunks of {size}", file=sys.stderr, flush=True)
                 rows.append(runners[name](data, settings, size, dtype, args.seed, max_lanes=args.max_lanes))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"batch_{stamp}.json"
-    record = {"settings": settings.as_dict(), "dtype": np.dtype(dtype).name, "chunk_size": args.chunk_size,
-              "peer_chunk_sizes": args.peer_chunk_sizes, "max_lanes": args.max_lanes, "seed": args.seed,
-              "rows": rows, "machine": machine_info(), "versions": versions(), "jax": jax_config(),
-              "git": git_info(ROOT), "load_average": load_average()}
-    path.write_text(json.dumps(record, indent=1, default=float))
+                write()
+                print(markdown(rows[-1:], settings).splitlines()[-1], file=sys.stderr, flush=True)
     print(markdown(rows, settings))
     print(f"\nwrote {path}")
     return 0

@@ -68,7 +68,10 @@ def _restaurants(args) -> int:
     import numpy as np
 
     from . import reviews
-    from .restaurants import fit_restaurants
+    from .restaurants import DEFAULT_TARGET_ACCEPT, fit_restaurants
+
+    prior = _restaurant_prior(args.prior)
+    target_accept = DEFAULT_TARGET_ACCEPT if args.target_accept is None else args.target_accept
 
     if (args.reviews is None) == (args.synthetic is None):
         print("hnnjax restaurants: give a review file or --synthetic N (not both)", file=sys.stderr)
@@ -83,13 +86,12 @@ def _restaurants(args) -> int:
         table, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
         top_k=args.top_k, rule=args.rule, progress=not args.no_progress,
         dtype=np.float64 if args.float64 else np.float32, chunk_size=args.chunk_size,
-        out=args.checkpoint, max_lanes=args.max_lanes, target_accept=args.target_accept,
-        prior=_restaurant_prior(args.prior),
+        out=args.checkpoint, max_lanes=args.max_lanes, target_accept=target_accept, prior=prior,
     )
     paths = res.write(args.out)
     print(f"Restaurants from {source}: {args.chains} chains x ({args.warmup} warmup + "
-          f"{args.draws} draws), NUTS, non-centered, target acceptance {args.target_accept}, "
-          f"{_restaurant_prior(args.prior).describe()}")
+          f"{args.draws} draws), NUTS, non-centered, target acceptance {target_accept}, "
+          f"{prior.describe()}")
     print(res.report())
     print("wrote " + ", ".join(str(paths[k]) for k in ("aspects", "reviews", "ranking")))
     return 0
@@ -122,8 +124,9 @@ def main(argv=None) -> int:
     r.add_argument("--draws", type=int, default=1000)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--top-k", type=int, default=10, help="k of P(rank <= k)")
-    r.add_argument("--target-accept", type=float, default=0.95,
-                   help="NUTS target acceptance (default 0.95: models with few reviews have funnels)")
+    r.add_argument("--target-accept", type=float, default=None,
+                   help="NUTS target acceptance (default restaurants.DEFAULT_TARGET_ACCEPT, 0.95: "
+                        "models with few reviews have funnels)")
     r.add_argument("--prior", choices=("sentiment", "default", "flat"), default="sentiment",
                    help="sentiment: mu ~ N(0, 1), tau ~ HalfNormal(0.5), for sentiment on [-1, 1]; "
                         "default: eight schools' mu ~ N(0, 5), tau ~ HalfCauchy(5); flat: p(mu, tau) = 1")

@@ -44,21 +44,20 @@ closing levels only (O(d) per closing level, one on average; large d, where the 
 check cost several times the gradient).
 
 Layout (why so few arrays): XLA on CPU turns every array that a loop iteration rewrites into
-its own kernel (it does not fuse several outputs into one kernel), and a while-loop body runs
-its kernels one after the other only if every buffer it touches is <= 512 bytes (otherwise
-each kernel goes through a thread pool, ~1 us per hand-off on a busy 2-core machine): see
-`ThunkExecutor` in openxla/xla, xla/backends/cpu/runtime/thunk_executor.h. The checkpoints
-are (lanes, max_depth, d), which is over 512 bytes for 4 lanes of d = 10. Meeting the threshold
-does not pay: a variant that kept the checkpoints by level in one small array per level (static
-reads, no gather) ran its loop body inline (XLA's log, TF_CPP_VMODULE=thunk_executor=2, says
+its own kernel (it does not fuse several outputs into one kernel), so the cost of an
+iteration follows its number of kernels and the copying. (XLA runs a loop body's kernels
+inline only if every buffer is <= 512 bytes, otherwise through a thread pool: `ThunkExecutor`
+in openxla/xla, xla/backends/cpu/runtime/thunk_executor.h. Meeting that threshold does not
+pay: a variant that kept the checkpoints by level, one small array per level read with static
+indices, ran its loop body inline (XLA's log, TF_CPP_VMODULE=thunk_executor=2:
 is_sequential=true at 2 lanes of d = 10 in float64) with the same draws bit for bit, but it
-had ten more kernels and was no faster (eight schools, 2 CPU devices x 2 chains, float64,
-median run: 0.205 s against 0.185 s as packed; 256 lanes: 7.5 s against 7.7 s). What counts is the number of
-kernels and the copying. So the state is packed: both trajectory edges (position, momentum, gradient) in one (2, 3, d) array,
-the trajectory and subtree proposals in one (2, 2, d), the momentum sums and the near edge's
-momentum in one (3, d) (the divergence position is the last moved edge), the scalars in one float, one int and
-one bool vector. `TreeState` has read-only views with the old names (`left`, `right`,
-`proposal`, `depth`, `n_steps`, `done`, ...).
+had ten more kernels and was no faster: eight schools on 2 CPU devices x 2 chains, float64,
+median run 0.205 s against 0.185 s as packed; 256 lanes, 7.5 s against 7.7 s.) So the state is
+packed: both trajectory edges (position, momentum, gradient) in one (2, 3, d) array, the
+trajectory and subtree proposals in one (2, 2, d), the momentum sums and the near edge's
+momentum in one (3, d) (the divergence position is the last moved edge), the scalars in one
+float, one int and one bool vector. `TreeState` has read-only views with the old names
+(`left`, `right`, `proposal`, `depth`, `n_steps`, `done`, ...).
 """
 
 from __future__ import annotations
