@@ -30,18 +30,24 @@ of levels m = 1..t(i), t(i) = the number of trailing one bits of i; the level-m 
 at i starts at leaf s_m = i + 1 - 2^m, its right half at s_(m-1) (s_0 = i) and its left half
 ends at leaf i - 2^(m-1). The three criteria on that node need the momentum at s_m and at
 s_(m-1), the momentum sum before s_m and before s_(m-1), and the momentum at i - 2^(m-1).
-- `ckpt[popcount(i)]` = (p_i, momentum sum before i), written by every leaf. popcount(s_m) =
-  popcount(i) - m for m = 0..t(i), and no leaf between s_m and i writes that row (any leaf
-  s_m < j <= i has popcount(j) = popcount(s_m) + popcount(j - s_m) > popcount(s_m)): the
-  closing checks read rows popcount(i) - m (NumPyro's scheme, extended to Stan's extra checks).
-- `ckpt_end[t(i)]` = p_i. Leaf i - 2^(m-1) has exactly m - 1 trailing ones and no leaf after
-  it up to i has, so `ckpt_end[m - 1]` is the end of the left half of the level-m node.
-So a leaf writes one row of each (a dynamic-update-slice, O(d)) instead of selecting over all
-levels, with the same values and arithmetic as a per-level table (same draws, bit for bit in
-the benchmarks). The checks on the closing levels are computed either for all K = max_depth -
-1 levels at once, masked (one fused kernel; d < LOOP_CHECKS_MIN_DIM), or in a loop over the
-closing levels only (O(d) per closing level, one on average; large d, where the all-levels
-check cost several times the gradient).
+- `ckpt[popcount(i)]` = (p_i, momentum sum before i, p_(i-1)), written by every leaf.
+  popcount(s_m) = popcount(i) - m for m = 0..t(i), and no leaf between s_m and i writes that
+  row (any leaf s_m < j <= i has popcount(j) = popcount(s_m) + popcount(j - s_m) >
+  popcount(s_m)): the closing checks read rows popcount(i) - m (NumPyro's scheme, extended
+  to Stan's extra checks). The end of the level-m node's left half is leaf s_(m-1) - 1, whose
+  momentum is the third vector of row popcount(s_(m-1)) (leaf i - 1 is the edge that leaf i
+  was integrated from).
+So the level-m node reads only rows popcount(i) - m and popcount(i) - m + 1: adjacent rows,
+which the checks take as two static slices of the table (no gather). A leaf writes one row
+(a dynamic-update-slice, O(d)) instead of selecting over all levels, with the same values
+and arithmetic as a per-level table (same draws, bit for bit in the benchmarks), and the
+checks read the updated table, so XLA updates the loop-carried buffer in place. The checks
+on the closing levels are computed either for all max_depth - 1 pairs of rows at once,
+masked (d < LOOP_CHECKS_MIN_DIM), or in a loop over the closing levels only (O(d) per
+closing level, one on average; large d, where the all-levels check cost several times the
+gradient). (An earlier layout kept the left halves' ends in a second table indexed by
+trailing ones and gathered the checked rows: XLA copied that table and materialized the
+gather every step.)
 
 Layout (why so few arrays): XLA on CPU turns every array that a loop iteration rewrites into
 its own kernel (it does not fuse several outputs into one kernel), so the cost of an
@@ -132,8 +138,7 @@ class TreeState(NamedTuple):
     edges: jax.Array  # (2, 3, d): [left, right] x [position, momentum, grad]
     props: jax.Array  # (2, 2, d): [proposal, subtree proposal] x [position, grad]
     vecs: jax.Array  # (3, d): rho, sub_rho, p_near
-    ckpt: jax.Array  # (max_depth, 2, d): [momentum, momentum sum before] by popcount
-    ckpt_end: jax.Array  # (max_depth, d): momentum at the end of a node, by trailing ones
+    ckpt: jax.Array  # (max_depth, 3, d): [momentum, momentum sum before, previous leaf's momentum] by popcount
 
     # --- views ---------------------------------------------------------------------------
     depth = property(lambda self: self.ints[..., 0])
@@ -178,11 +183,6 @@ def _continues(p_sharp_a, p_sharp_b, rho):
 LOOP_CHECKS_MIN_DIM = 64
 
 
-def _n_levels(config: NUTS) -> int:
-    """K: the subtree levels m = 1..K that can close (a subtree has depth <= max_depth - 1)."""
-    return max(config.max_depth - 1, 1)
-
-
 def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeState:
     """Start a transition from `chain`: draw the momentum and the doubling directions.
 
@@ -210,8 +210,7 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeS
         edges=jnp.stack([edge, edge]),
         props=jnp.stack([prop, prop]),
         vecs=jnp.stack([p0, jnp.zeros_like(p0), p0]),
-        ckpt=jnp.zeros((config.max_depth, 2, d), dtype),
-        ckpt_end=jnp.zeros((config.max_depth, d), dtype),
+        ckpt=jnp.zeros((config.max_depth, 3, d), dtype),
     )
 
 
@@ -230,16 +229,20 @@ def _node_ok(start_m, before_m, start_h, before_h, end_h, p, rho_sub, sharp):
     )
 
 
-def _turning_vectorized(ckpt, ckpt_end, K, pc, top, p, rho_sub, sharp):
-    """Any node of levels 1..top turning: all K levels at once, masked (small d)."""
-    # window[k] = checkpoint of popcount index pc - k: the start of the level-k node closing
-    # here (clipped at 0 for the levels that do not close, which are masked).
-    window = ckpt[jnp.maximum(pc - jnp.arange(K + 1), 0)]
-    node_ok = _node_ok(window[1:, 0], window[1:, 1], window[:-1, 0], window[:-1, 1], ckpt_end[:K], p, rho_sub, sharp)
-    return jnp.any((jnp.arange(1, K + 1) <= top) & ~node_ok)
+def _turning_vectorized(ckpt, pc, top, p, rho_sub, sharp):
+    """Any node of levels 1..top turning: all levels at once, masked (small d). The
+    level-m node closing here reads rows pc - m and pc - m + 1, so every pair of adjacent
+    rows is checked (static slices, no gather) and the pairs r = pc - top .. pc - 1 kept."""
+    K = ckpt.shape[0] - 1
+    if K == 0:  # max_depth 1: no subtree has a node to close
+        return jnp.zeros((), bool)
+    lo, hi = ckpt[:-1], ckpt[1:]
+    node_ok = _node_ok(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1], hi[:, 2], p, rho_sub, sharp)
+    r = jnp.arange(K)
+    return jnp.any((r >= pc - top) & (r < pc) & ~node_ok)
 
 
-def _turning_loop(ckpt, ckpt_end, pc, top, p, rho_sub, sharp):
+def _turning_loop(ckpt, pc, top, p, rho_sub, sharp):
     """Any node of levels 1..top turning: a loop over the closing levels only (large d),
     O(d) per closing level instead of O(K d) per leaf; stops at the first turning node."""
 
@@ -250,7 +253,7 @@ def _turning_loop(ckpt, ckpt_end, pc, top, p, rho_sub, sharp):
     def body(c):
         m, _ = c
         row_m, row_h = ckpt[pc - m], ckpt[pc - m + 1]
-        return m + 1, _node_ok(row_m[0], row_m[1], row_h[0], row_h[1], ckpt_end[m - 1], p, rho_sub, sharp)
+        return m + 1, _node_ok(row_m[0], row_m[1], row_h[0], row_h[1], row_h[2], p, rho_sub, sharp)
 
     _, ok = jax.lax.while_loop(cond, body, (jnp.ones((), jnp.int32), jnp.ones((), bool)))
     return ~ok
@@ -259,9 +262,9 @@ def _turning_loop(ckpt, ckpt_end, pc, top, p, rho_sub, sharp):
 def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, config: NUTS) -> TreeState:
     """Integrate one leapfrog step of the current subtree and update the tree state.
 
-    Must not be called once `tree.done` is set (drivers mask it out).
+    Meaningless once `tree.done` is set: drivers do not read a finished tree after
+    advancing it.
     """
-    K = _n_levels(config)
     f = tree.floats
     depth, i, n_prev = tree.ints[0], tree.ints[1], tree.ints[2]
     forward = tree.directions[depth] > 0
@@ -290,19 +293,21 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     sub_energy = jnp.where(take, energy, f[_F_SUB_ENERGY])
 
     # U-turn checks on every binary-tree node that this leaf closes (module docstring):
-    # leaf i stores (p, rho before it) at row popcount(i) and p at trailing_ones(i).
+    # leaf i stores (p, rho before it, the previous leaf's p) at row popcount(i).
     rho_old, sub_rho_old, p_near_old = tree.vecs[_V_RHO], tree.vecs[_V_SUB_RHO], tree.vecs[_V_P_NEAR]
     pc = _popcount(i)
     t1 = _popcount(i ^ (i + 1)) - 1  # trailing ones of i: the levels 1..t1 close here
     zero = jnp.zeros((), jnp.int32)
-    ckpt = jax.lax.dynamic_update_slice(tree.ckpt, jnp.stack([p, sub_rho_old])[None], (pc, zero, zero))
+    # Leaf i - 1 is the edge this step moved from (for i = 0 a row nothing reads). The
+    # checks read the updated array, so XLA updates the loop-carried buffer in place.
+    row = jnp.stack([p, sub_rho_old, edge.momentum])[None]
+    ckpt = jax.lax.dynamic_update_slice(tree.ckpt, row, (pc, zero, zero))
     rho_sub = sub_rho_old + p
     sharp = lambda v: inverse_mass * v  # noqa: E731
     if p.shape[-1] >= LOOP_CHECKS_MIN_DIM:
-        turning = _turning_loop(ckpt, tree.ckpt_end, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
+        turning = _turning_loop(ckpt, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
     else:
-        turning = _turning_vectorized(ckpt, tree.ckpt_end, K, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
-    ckpt_end = jax.lax.dynamic_update_slice(tree.ckpt_end, p[None], (t1, zero))
+        turning = _turning_vectorized(ckpt, pc, jnp.minimum(t1, depth), p, rho_sub, sharp)
 
     invalid = diverging | turning
     subtree_done = (i + 1) == jnp.left_shift(1, depth)
@@ -347,7 +352,6 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
         props=jnp.stack([prop_xg, sub_xg]),
         vecs=vecs,
         ckpt=ckpt,
-        ckpt_end=ckpt_end,
     )
 
 

@@ -348,14 +348,16 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     def advance_until_a_lane_finishes(lanes, lane_data, lane_prior, busy, n_iter):
         # The inner loop only advances: its body stays as small as `advance`, and the
         # finish / write / restart work below runs once per finished transition. It does
-        # not start while a busy lane is done (one left over from the R slots).
+        # not start while a busy lane is done (one left over from the R slots). Idle lanes
+        # (no task left) advance too: nothing reads them again, and not selecting the
+        # busy ones spares a copy of every tree each step (A/B in the docstring above).
         def cond(c):
             ln, _ = c
             return ~jnp.any(ln.trans.done & busy) & jnp.any(busy)
 
         def step(c):
             ln, n = c
-            return _select_lanes(busy, advance(ln, lane_data, lane_prior), ln), n + 1
+            return advance(ln, lane_data, lane_prior), n + 1
 
         return jax.lax.while_loop(cond, step, (lanes, n_iter))
 
@@ -372,7 +374,11 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
             sub, sub_data, sub_prior, sub_task = (_take(a, slot) for a in (lanes, lane_data, lane_prior, task))
         chain, info, record = finish(sub)
         buffers = _write_tasks(buffers, record, sub_task, sub.t, valid, config)
-        sub = _select_lanes(valid, restart(sub, chain, info, sub_data, sub_prior), sub)
+        sub_next = restart(sub, chain, info, sub_data, sub_prior)
+        # Slots that hold no finished lane are dropped when scattered back, so only a pool
+        # restarted in place selects (then XLA need not gather the old trees: their
+        # checkpoints are never read).
+        sub = _select_lanes(valid, sub_next, sub) if R == n_lanes else sub_next
         # Tasks that just recorded their last draw: keep their adapted settings, then
         # hand their lanes the next tasks in queue order.
         completed = valid & (sub.t >= config.total)

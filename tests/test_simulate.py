@@ -147,6 +147,17 @@ def test_sbc_calibrated(parametrization, kernel):
 
 
 @pytest.mark.slow
+def test_sbc_calibrated_chees():
+    """ChEES-HMC (its own driver: chains of a model share eps and the trajectory length):
+    300 datasets, 4 chains x 250 draws each, ranks uniform and intervals at nominal rates."""
+    res = simulate.sbc(300, "noncentered", "chees", L=99, chains=4, warmup=500, draws=250, seed=7)
+    u = res.uniformity(bins=20)
+    assert np.all(u["p_value"] > 0.001), u
+    cov = res.coverage()
+    assert np.all(np.abs(cov["z_0.5"][:-1]) < 4) and np.all(np.abs(cov["z_0.9"][:-1]) < 4), cov
+
+
+@pytest.mark.slow
 def test_sbc_flags_centered_nuts():
     """SBC has power: the centered sampler's tau ranks pile up at 0 (it cannot enter the
     funnel's neck when the true tau is small), 300 datasets suffice to reject uniformity."""
