@@ -298,8 +298,9 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     pc = _popcount(i)
     t1 = _popcount(i ^ (i + 1)) - 1  # trailing ones of i: the levels 1..t1 close here
     zero = jnp.zeros((), jnp.int32)
-    # Leaf i - 1 is the edge this step moved from (for i = 0 a row nothing reads). The
-    # checks read the updated array, so XLA updates the loop-carried buffer in place.
+    # Leaf i - 1 is the edge this step moved from (for i = 0 it goes to the third vector
+    # of row 0, which no check reads: no left half ends before leaf 0). The checks read
+    # the updated array, so XLA updates the loop-carried buffer in place.
     row = jnp.stack([p, sub_rho_old, edge.momentum])[None]
     ckpt = jax.lax.dynamic_update_slice(tree.ckpt, row, (pc, zero, zero))
     rho_sub = sub_rho_old + p
@@ -330,7 +331,7 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     new_depth = depth + merge.astype(jnp.int32)
     done = invalid | (merge & (~top_ok | (new_depth >= config.max_depth)))
 
-    # Start the next subtree (harmless when done: the driver stops advancing this tree).
+    # Start the next subtree (when done, nothing reads the tree past `finish`).
     next_forward = tree.directions[jnp.minimum(new_depth, config.max_depth - 1)] > 0
     p_near = jnp.where(next_forward, edges[1, 1], edges[0, 1])
     vecs = jnp.stack([

@@ -350,7 +350,8 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
         # finish / write / restart work below runs once per finished transition. It does
         # not start while a busy lane is done (one left over from the R slots). Idle lanes
         # (no task left) advance too: nothing reads them again, and not selecting the
-        # busy ones spares a copy of every tree each step (A/B in the docstring above).
+        # busy ones spares a copy of every tree each step (A/B figures in README.md,
+        # Performance).
         def cond(c):
             ln, _ = c
             return ~jnp.any(ln.trans.done & busy) & jnp.any(busy)

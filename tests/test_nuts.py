@@ -349,6 +349,22 @@ def test_loop_over_closing_levels_matches_reference(name, monkeypatch):
         assert _close(a, b), (a, b)
 
 
+@pytest.mark.parametrize("max_depth", [1, 2])
+def test_shallow_max_depth_matches_reference(max_depth):
+    """The smallest trees (max_depth 1: a single leaf, no node to check; 2: one level)
+    match the reference, and max_depth bounds the depth."""
+    rng = np.random.default_rng(21 + max_depth)
+    n = 16
+    x, eps, inv = rng.normal(size=(n, 5)) * SCALES, rng.uniform(0.01, 0.9, n), np.array([0.3, 1.0, 2.0, 5.0, 50.0])
+    trees0 = start_trees(gauss_ldg, max_depth, key_words(77, n), jnp.asarray(x), jnp.asarray(eps), jnp.asarray(inv))
+    trees, _, infos = jax.device_get(run_trees(gauss_ldg, max_depth, trees0, jnp.asarray(eps), jnp.asarray(inv)))
+    refs = [RefNUTS(gauss_np, inv, eps[i], max_depth=max_depth).run(
+        x[i], np.asarray(trees0.left.momentum[i]), np.asarray(trees0.directions[i])) for i in range(n)]
+    assert not _mismatches(dict(refs=refs), trees, infos)
+    assert np.all(infos.tree_depth <= max_depth)
+    assert np.all(infos.n_steps <= 2**max_depth - 1)
+
+
 def test_cases_cover_every_termination_reason():
     """The fixed-seed cases above exercise every way a transition can end."""
     reasons = {name: Counter(r["reason"] for r in comparison(name)["refs"]) for name in TARGETS}
