@@ -10,6 +10,7 @@ over transitions of the longest lane's trajectory. Warmup and sampling are count
 them per lane). Timings here are incidental; the share does not depend on machine load.
 
     python -m benchmarks.paid_share [--chains 4,64,1024,4096] [--models 100,1000] [--warmup 500 --draws 500]
+        [--kernel nuts|hmc|chees]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _synthetic_models(n_models: int, seed: int = 0):
 
 
 def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, seed: int = 0,
-            max_lanes: int | None = None) -> dict:
+            max_lanes: int | None = None, kernel: str = "nuts") -> dict:
     import jax
 
     import hnnjax
@@ -48,13 +49,15 @@ def measure(n_models: int, chains: int, driver: str, warmup: int, draws: int, se
     datasets = [hnnjax.datasets.eight_schools()] if n_models == 1 else _synthetic_models(n_models, seed)
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     prior = hnnjax.model.stack_priors([hnnjax.Prior.default()] * n_models, dtype)
-    config = sampler.RunConfig(chains=chains, warmup=warmup, draws=draws, driver=driver, max_lanes=max_lanes)
+    config = sampler.RunConfig(kernel=sampler.resolve_kernel(kernel), chains=chains, warmup=warmup, draws=draws,
+                               driver=driver, max_lanes=max_lanes)
     out, timing = sampler.run(sampler.model_keys(seed, range(n_models)), stack(datasets, 8, dtype), prior, config)
     lanes = timing["lanes"]
     needed = int(out["n_steps"].sum())
     per_lane = out["n_steps"].reshape(n_models * chains, -1).sum(axis=1)
     return {
-        "models": n_models, "chains": chains, "lanes": lanes, "driver": driver, "max_lanes": max_lanes,
+        "models": n_models, "chains": chains, "lanes": lanes, "kernel": kernel, "driver": driver,
+        "max_lanes": max_lanes,
         "warmup": warmup, "draws": draws,
         "useful_share": needed / timing["lane_iterations"],
         "loop_iterations": timing["loop_iterations"],
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--drivers", default="independent,synchronized")
+    p.add_argument("--kernel", default="nuts", help="nuts, hmc or chees (ChEES runs its own driver)")
     p.add_argument("--max-lanes", default="", help="comma list of lane-pool sizes for the multi-model cases (queue)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -82,9 +86,9 @@ def main(argv=None) -> int:
     for n_models, chains in cases:
         for driver in args.drivers.split(","):
             for pool in pools if (n_models > 1 and driver == "independent") else [None]:
-                row = measure(n_models, chains, driver, args.warmup, args.draws, max_lanes=pool)
+                row = measure(n_models, chains, driver, args.warmup, args.draws, max_lanes=pool, kernel=args.kernel)
                 rows.append(row)
-                print(f"{n_models:6d} models x {chains:5d} chains  {driver:13s} lanes {row['lanes']:5d}  "
+                print(f"{n_models:6d} models x {chains:5d} chains  {args.kernel} {driver:13s} lanes {row['lanes']:5d}  "
                       f"useful share {row['useful_share']:.3f}  loop iters {row['loop_iterations']:7d}  "
                       f"run {row['run_s']:.1f} s", flush=True)
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
