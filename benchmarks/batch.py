@@ -1,6 +1,6 @@
 """Many small models: hnnjax.sample_batch against BlackJAX NUTS vmapped over models.
 
-    python -m benchmarks.batch [--models 1000 10000] [--quick] [--chunk-size N] [--max-lanes L]
+    python -m benchmarks.batch [--models 1000 10000] [--quick] [--chunk-size N] [--max-lanes L] [--kernels nuts chees]
 
 Workload: M eight-schools-sized synthetic models (J = 8, `benchmarks.datasets.synthetic`,
 true tau cycling over 0.1, 2 and 20), non-centered, 4 chains, 500 warmup + 500 draws,
@@ -89,17 +89,18 @@ def default_chunk(n_models: int, settings: Settings, dtype) -> int:
     return max(1, min(n_models, int(budget * 2**20 // per)))
 
 
-def run_hnnjax(data, settings: Settings, chunk_size: int, dtype, seed: int, max_lanes=None) -> dict:
+def run_hnnjax(data, settings: Settings, chunk_size: int, dtype, seed: int, max_lanes=None, kernel="nuts") -> dict:
     from hnnjax.batch import sample_batch
 
     t0 = time.perf_counter()
-    res = sample_batch(data, chains=settings.chains, warmup=settings.warmup, draws=settings.draws,
+    res = sample_batch(data, kernel=kernel, chains=settings.chains, warmup=settings.warmup, draws=settings.draws,
                        target_accept=settings.target_accept, seed=seed, dtype=dtype,
                        chunk_size=chunk_size, max_lanes=max_lanes, keep_draws=False, progress=False)
     wall = time.perf_counter() - t0
     m = res.models
     t = res.timing
-    return _figures("hnnjax", len(data), t["run_s"], t["compile_s"], m["r_hat_max"], m["ess_bulk_min"],
+    name = "hnnjax" if kernel == "nuts" else f"hnnjax-{kernel}"
+    return _figures(name, len(data), t["run_s"], t["compile_s"], m["r_hat_max"], m["ess_bulk_min"],
                     t["useful_step_share"], wall_s=wall,
                     extra={"chunks": len(res.chunks), "lanes": res.chunks[0]["lanes"],
                            "divergences": int(m["divergences"].sum())})
@@ -186,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float64", action="store_true")
     p.add_argument("--samplers", nargs="+", default=["hnnjax", "blackjax"], choices=["hnnjax", "blackjax"])
+    p.add_argument("--kernels", nargs="+", default=["nuts"], choices=["nuts", "chees", "hmc"],
+                   help="hnnjax's kernels, each a row (ChEES runs 4 chains x (warmup + draws) as NUTS does)")
     p.add_argument("--cores", type=int, default=None,
                    help="CPU devices for hnnjax (hnnjax.use_cpu_cores; default: all cores); BlackJAX runs "
                         "its usual single-device program")
@@ -219,10 +222,12 @@ def main(argv=None) -> int:
         chunk = min(args.chunk_size or default_chunk(n, settings, dtype), n)
         for name in args.samplers:
             chunks = [chunk] if name == "hnnjax" or not args.peer_chunk_sizes else args.peer_chunk_sizes
-            for size in chunks:
+            kernels = args.kernels if name == "hnnjax" else [None]
+            for size, kernel in ((c, k) for c in chunks for k in kernels):
                 size = min(size, n)
-                print(f"[batch] {name}: {n} models, chunks of {size}", file=sys.stderr, flush=True)
-                rows.append(runners[name](data, settings, size, dtype, args.seed, max_lanes=args.max_lanes))
+                print(f"[batch] {name} {kernel or ''}: {n} models, chunks of {size}", file=sys.stderr, flush=True)
+                extra = {"kernel": kernel} if kernel else {}
+                rows.append(runners[name](data, settings, size, dtype, args.seed, max_lanes=args.max_lanes, **extra))
                 write()
                 print(markdown(rows[-1:], settings).splitlines()[-1], file=sys.stderr, flush=True)
     print(markdown(rows, settings))

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from .machine import jax_config, machine_info, versions
+
 __all__ = ["measure", "main"]
 
 
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    f"paid_share-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}.json")
     with open(out, "w") as fh:
-        json.dump({"rows": rows, "command": command}, fh, indent=1)
+        json.dump({"rows": rows, "command": command, "machine": machine_info(), "versions": versions(),
+                   "jax": jax_config()}, fh, indent=1)
     print("wrote", out)
     return 0
 

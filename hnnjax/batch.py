@@ -751,6 +751,8 @@ def sample_batch(
                model.as_priors(prior, len(entries)), [id_key(i) for i in ids], _draws_mode(keep_draws))
     _warn_collisions(ids, s.keys)
     devs = sampler.local_devices(devices)
+    # settings left open depend on the platform: fixed here, so a checkpoint's fingerprint holds them
+    s.config = config = config.for_platform(getattr(devs[0], "platform", "cpu"))
     s.max_lanes = int(max_lanes) if max_lanes is not None else default_max_lanes(getattr(devs[0], "platform", "cpu"))
     valid = [i for i in range(len(entries)) if i not in errors]
     plan = _plan(groups, valid, chunk_size, memory_budget_mb, config, np.dtype(s.dtype).itemsize)

@@ -60,8 +60,8 @@ is a simple version of the paper's cross-chain preconditioner estimate; the driv
 when (if at all) to use it.
 
 Everything here is for the C chains of ONE model: arrays (C, d) and (C,); no jit or vmap
-(the driver vmaps over models). Float32 and float64 both work: the state takes the dtype of
-the positions.
+(the driver vmaps over blocks of models). Float32 and float64 both work: the state takes
+the dtype of the positions.
 """
 
 from __future__ import annotations

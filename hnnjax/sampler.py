@@ -15,6 +15,11 @@ leapfrog step) and `finish`. A *lane* is one chain of one model. Two drivers run
 Both draw the same random numbers for the same lane and iteration (the transition key is
 `counter_rng.derive(lane key, iteration)`), so they produce the same draws; the tests check it.
 
+ChEES-HMC adapts across the chains of a model, so its unit is a model (`_ModelSlot`: its
+chains, its adaptation state): `_run_chees_pool` (independent) runs models in a pool of
+slots at their own pace, `_run_chees` (synchronized) in lock step. `RunConfig.for_platform`
+picks the pool on CPU and lock step on accelerators.
+
 Keys, computed on the host (`model_keys`, `lane_inputs`): model key = Threefry-2x32 of
 (model_id, 0) under the seed; lane key = Threefry-2x32 of (chain, 1) under the model key.
 A model's draws therefore depend on its seed, its id and its padded size only.
@@ -22,11 +27,12 @@ A model's draws therefore depend on its seed, its id and its padded size only.
 Compiled programs are cached per (static configuration, devices, shapes, dtypes) in the
 process, and on disk (unless HNNJAX_NO_PERSISTENT_CACHE is set; HNNJAX_CACHE_DIR, default
 ~/.cache/hnnjax/xla): JAX's persistent compilation cache, and each program serialized
-with `jax.export` (`_saved_program`), so a new process neither traces nor compiles it.
+with `jax.export` (`_lowered_program`), so a new process neither traces nor compiles it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -76,13 +82,18 @@ class RunConfig:
     warmup: int = 1000
     draws: int = 1000
     target_accept: float = 0.8
-    driver: str = "independent"
+    driver: str | None = None  # None: `for_platform` picks (independent; ChEES in lock step off CPU)
     init_radius: float = 2.0
     max_lanes: int | None = None  # lanes of the independent driver's pool on each device (None: one per task)
+    block_lanes: int | None = None  # lanes per block of ChEES's model-level work (None: `for_platform`)
 
     def __post_init__(self):
-        if self.driver not in DRIVERS:
+        if self.driver is not None and self.driver not in DRIVERS:
             raise ValueError(f"driver: expected one of {DRIVERS}, got {self.driver!r}")
+        if self.block_lanes is not None and int(self.block_lanes) < 1:
+            raise ValueError(f"block_lanes: must be >= 1, got {self.block_lanes}")
+        if isinstance(self.kernel, chees.ChEES) and int(self.chains) < 2:
+            raise ValueError(f"chains: ChEES adapts from the spread across chains, needs >= 2, got {self.chains}")
         for name in ("chains", "draws"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -105,6 +116,23 @@ class RunConfig:
     @property
     def total(self) -> int:
         return self.warmup + self.draws
+
+    def for_platform(self, platform: str) -> "RunConfig":
+        """The settings left open, fixed for a device platform ("cpu", "gpu", ...).
+
+        driver: "independent", except ChEES on any platform but the CPU (GPUs), which runs
+        its models in lock step: there a loop trip costs a few kernel launches whatever the lane count,
+        so the pool's extra work at nearly every leapfrog step (gathering, adapting and
+        restarting the models whose transition ended) costs more than the lanes it saves
+        (H100, 1,000 eight-schools models x 4 chains, 500 + 500: 111 s in the pool against
+        3.6 s in lock step).
+        block_lanes: 32 on CPU (the model-level work is cheap, padding a block is not),
+        4096 elsewhere (one block a trip; a sequential loop over blocks is slow there).
+        """
+        cpu = platform == "cpu"
+        driver = self.driver or ("independent" if cpu or not isinstance(self.kernel, chees.ChEES) else "synchronized")
+        block = self.block_lanes if self.block_lanes is not None else (32 if cpu else 4096)
+        return dataclasses.replace(self, driver=driver, block_lanes=block)
 
 
 class Lane(NamedTuple):
@@ -301,7 +329,8 @@ def _restart_slots(n_lanes: int) -> int:
     leapfrog loop does not run until it has been restarted). Small pools restart every
     lane in place (no gather). Measured (one CPU device, 256 lanes, 128 eight-schools
     models x 4 chains, 500 + 500, float32, A/B in one process): 7.4 s with R = 32 against
-    8.8 s restarting every lane.
+    8.8 s restarting every lane. The ChEES pool (`_run_chees_pool`) applies the same rule
+    to models in place of lanes.
     """
     return n_lanes if n_lanes <= 32 else max(32, n_lanes // 8)
 
@@ -446,74 +475,257 @@ def _run_synchronized(lanes: Lane, data: Data, prior: Prior, config: RunConfig):
 
 
 def _run_chees(words, target, data, prior, config: RunConfig):
-    """ChEES-HMC: a scan over iterations; the chains of a model share eps and T.
+    """ChEES-HMC in lock step: a scan over iterations; at each one every model runs a whole
+    transition (a `while_loop` over leapfrog steps that ends when the longest model's
+    trajectory does), then the model-level work of `_run_chees_pool` (`_chees_complete`,
+    `_chees_begin`, in blocks of `_chees_block` models).
 
     Warmup: every iteration runs jittered HMC with n_t = ceil(u_t T / eps) steps for all
     chains of a model, then `chees.update` adapts T (Adam on the ChEES criterion) and eps
     (dual averaging on the harmonic-mean acceptance) from all chains together; at the ends
-    of Stan's slow windows the diagonal metric becomes the cross-chain variance estimate
-    and dual averaging restarts. Sampling uses the averaged (eps, T) of `chees.final`.
+    of Stan's slow windows the diagonal metric becomes the cross-chain variance estimate and
+    dual averaging restarts. Sampling uses the averaged (eps, T) of `chees.final`.
     """
     C = config.chains
     n_tasks = words.shape[0]
     M = n_tasks // C
-    kc = config.kernel
-    hmc_config = hmc.HMC(num_steps=1, max_delta=kc.max_delta)
     by_model = lambda a: a.reshape((M, C) + a.shape[1:])  # noqa: E731
-    by_lane = lambda a: jnp.repeat(a, C, axis=0)  # noqa: E731
-    hmc_run = dataclasses.replace(config, kernel=hmc_config)
-    lanes = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, hmc_run))(words, target, data, prior)
-    live = jax.vmap(config.target.live)(data)
-    eps0 = jnp.exp(jnp.mean(by_model(jnp.log(lanes.adapt.step_size)), axis=1))
-    state = jax.vmap(chees.init)(eps0, by_model(lanes.chain.position), by_model(live)[:, 0])
-    dtype = eps0.dtype
-    schedule = _schedule(config)
-    ldg_lane = lambda d, p: _logdensity_and_grad(config, d, p)  # noqa: E731
+    words_m, target_m, data_m, prior_m = (jax.tree.map(by_model, x) for x in (words, target, data, prior))
+    width = _chees_block(config)
+    slots = _blockwise(lambda w, a, d, p: _chees_model_init(w, a, d, p, config), width,
+                       words_m, target_m, data_m, prior_m)
+    advance = jax.vmap(lambda sl, d, p: _chees_advance(sl, d, p, config))
+    next_transition = lambda sl, w, a: _chees_next(sl, w, a, config)  # noqa: E731
 
-    def transition(chain, key, eps, minv, n, d, p):
-        ldg = ldg_lane(d, p)
-        tr = hmc.init(key, chain, eps, minv, hmc_config, num_steps=n)
-        tr = jax.lax.while_loop(lambda s: ~s.done, lambda s: hmc.advance(s, eps, minv, ldg, hmc_config), tr)
-        new, info = hmc.finish(tr, minv)
-        return new, info, tr.state.position, tr.state.momentum
+    def body(carry, _):
+        slots, n_iter = carry
+        slots, n_iter = jax.lax.while_loop(
+            lambda c: ~jnp.all(c[0].trans.done),
+            lambda c: (advance(c[0], data_m, prior_m), c[1] + 1),
+            (slots, n_iter))
+        slots, record = _blockwise(next_transition, width, slots, words_m, target_m)
+        return (slots, n_iter), jax.tree.map(lambda a: a.reshape((n_tasks,) + a.shape[2:]), record)
 
-    step_all = jax.vmap(transition)
-
-    def body(carry, t):
-        chain, state, minv, frozen = carry
-        in_warmup = t < config.warmup
-        eps_w, eps_f = jax.vmap(chees.step_size)(state), frozen[0]
-        eps = jnp.where(in_warmup, eps_w, eps_f)
-        n_w = jax.vmap(lambda s: chees.num_steps(s, t, kc.max_steps))(state)
-        n_f = jax.vmap(lambda e, T: chees.steps_for(e, T, t, kc.max_steps))(*frozen)
-        n = jnp.where(in_warmup, n_w, n_f)
-        keys = jax.vmap(lambda w: _transition_key(w, t))(words)
-        new, info, x_prop, p_prop = step_all(chain, keys, by_lane(eps), by_lane(minv), by_lane(n), data, prior)
-        upd = jax.vmap(lambda s, xp, xq, pq, a, dv, mi, tg: chees.update(
-            s, t, xp, xq, pq, a, dv, mi, tg, kc.learning_rate, kc.max_steps))(
-            state, by_model(chain.position), by_model(x_prop), by_model(p_prop),
-            by_model(info.accept_stat), by_model(info.diverging), minv, by_model(target)[:, 0])
-        tt = jnp.minimum(t, schedule.window_end.shape[0] - 1)
-        window_end = schedule.window_end[tt] & in_warmup
-        new_minv = jnp.where(window_end, jax.vmap(chees.inverse_mass)(upd), minv)
-        restarted = jax.vmap(lambda s: adaptation.dual_averaging_init(chees.step_size(s)))(upd)
-        upd = upd._replace(dual=jax.tree.map(lambda a, b: jnp.where(window_end, a, b), restarted, upd.dual))
-        state = jax.tree.map(lambda a, b: jnp.where(in_warmup, a, b), upd, state)
-        final = jax.vmap(lambda s: chees.final(s, kc.max_steps))(state)
-        frozen = jax.tree.map(lambda a, b: jnp.where(t == config.warmup - 1, a, b), final, frozen)
-        rec = Record(new.position, info.accept_stat, info.diverging, info.divergence_position,
-                     info.tree_depth, info.n_steps, info.energy, by_lane(eps))
-        return (new, state, new_minv, frozen), rec
-
-    minv0 = by_model(live)[:, 0]
-    frozen0 = jax.vmap(lambda s: chees.final(s, kc.max_steps))(state)
-    (chain, state, minv, frozen), recs = jax.lax.scan(
-        body, (lanes.chain, state, minv0, frozen0), jnp.arange(config.total, dtype=jnp.int32))
-    n_iter = jnp.sum(jnp.max(recs.n_steps, axis=1))
+    (slots, n_iter), recs = jax.lax.scan(body, (slots, jnp.zeros((), jnp.int32)), None, length=config.total)
     recs = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), recs)
     recs = recs._replace(position=recs.position[:, config.warmup:],
                          divergence_position=recs.divergence_position[:, config.warmup:])
-    return recs, by_lane(frozen[0]).astype(dtype), by_lane(minv), n_iter
+    step_size = jnp.repeat(slots.frozen[0], C, axis=0)
+    return recs, step_size, jnp.repeat(slots.inverse_mass, C, axis=0), n_iter
+
+
+class _ModelSlot(NamedTuple):
+    """One model's C chains in the ChEES pool: what a model carries through the loop."""
+
+    chain: ChainState  # (C, ...) states before the running transition
+    trans: Any  # (C, ...) hmc.Trajectory of the running transition
+    eps: jax.Array  # () step size of the running transition
+    state: chees.ChEESState
+    inverse_mass: jax.Array  # (d,) the metric of the running transition
+    frozen: tuple  # (eps, T) used after warmup
+    t: jax.Array  # () int32 iteration of the running transition
+
+
+def _chees_hmc(config: RunConfig) -> hmc.HMC:
+    """The HMC kernel ChEES drives (its step count is set per transition)."""
+    return hmc.HMC(num_steps=1, max_delta=config.kernel.max_delta)
+
+
+def _chees_begin(slot: _ModelSlot, words, config: RunConfig) -> _ModelSlot:
+    """Start transition slot.t of every chain of the model: n = ceil(u_t T / eps) steps."""
+    kc = config.kernel
+    t = slot.t
+    in_warmup = t < config.warmup
+    eps = jnp.where(in_warmup, chees.step_size(slot.state), slot.frozen[0])
+    n = jnp.where(in_warmup, chees.num_steps(slot.state, t, kc.max_steps),
+                  chees.steps_for(*slot.frozen, t, kc.max_steps))
+    trans = jax.vmap(lambda w, ch: hmc.init(_transition_key(w, t), ch, eps, slot.inverse_mass, _chees_hmc(config),
+                                            num_steps=n))(words, slot.chain)
+    return slot._replace(trans=trans, eps=eps)
+
+
+def _chees_model_init(words, target, data, prior, config: RunConfig) -> _ModelSlot:
+    """A model's chains (the inputs are (C, ...)): Stan's initial points and step-size
+    heuristic per chain, eps0 their geometric mean, T0 = eps0; then transition 0."""
+    hmc_run = dataclasses.replace(config, kernel=_chees_hmc(config))
+    lanes = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, hmc_run))(words, target, data, prior)
+    live = config.target.live(jax.tree.map(lambda a: a[0], data))
+    eps0 = jnp.exp(jnp.mean(jnp.log(lanes.adapt.step_size)))
+    state = chees.init(eps0, lanes.chain.position, live)
+    slot = _ModelSlot(lanes.chain, lanes.trans, eps0, state, live, chees.final(state, config.kernel.max_steps),
+                      jnp.zeros((), jnp.int32))
+    return _chees_begin(slot, words, config)
+
+
+def _chees_advance(slot: _ModelSlot, data, prior, config: RunConfig) -> _ModelSlot:
+    """One leapfrog step of every chain still integrating (a divergence ends a chain's
+    trajectory early; it then waits, unchanged, for the model's other chains)."""
+    def lane(tr, d, p):
+        new = hmc.advance(tr, slot.eps, slot.inverse_mass, _logdensity_and_grad(config, d, p), _chees_hmc(config))
+        return _select(tr.done, tr, new)
+
+    return slot._replace(trans=jax.vmap(lane)(slot.trans, data, prior))
+
+
+def _chees_complete(slot: _ModelSlot, target, config: RunConfig) -> tuple[_ModelSlot, Record]:
+    """Metropolis step of every chain, then (in warmup) `chees.update` from all of them;
+    at the end of a slow window the metric becomes the cross-chain variance estimate and
+    dual averaging restarts; at the last warmup iteration (eps, T) freeze at `chees.final`."""
+    kc = config.kernel
+    new, info = jax.vmap(hmc.finish, (0, None))(slot.trans, slot.inverse_mass)
+    t = slot.t
+    in_warmup = t < config.warmup
+    upd = chees.update(slot.state, t, slot.chain.position, slot.trans.state.position, slot.trans.state.momentum,
+                       info.accept_stat, info.diverging, slot.inverse_mass, target[0], kc.learning_rate,
+                       kc.max_steps)
+    schedule = _schedule(config)
+    window_end = schedule.window_end[jnp.minimum(t, schedule.window_end.shape[0] - 1)] & in_warmup
+    inverse_mass = jnp.where(window_end, chees.inverse_mass(upd), slot.inverse_mass)
+    restarted = adaptation.dual_averaging_init(chees.step_size(upd))
+    upd = upd._replace(dual=_select(window_end, restarted, upd.dual))
+    state = _select(in_warmup, upd, slot.state)
+    frozen = _select(t == config.warmup - 1, chees.final(state, kc.max_steps), slot.frozen)
+    record = Record(new.position, info.accept_stat, info.diverging, info.divergence_position, info.tree_depth,
+                    info.n_steps, info.energy, jnp.broadcast_to(slot.eps, info.accept_stat.shape))
+    return slot._replace(chain=new, state=state, inverse_mass=inverse_mass, frozen=frozen, t=t + 1), record
+
+
+def _chees_next(slot: _ModelSlot, words, target, config: RunConfig) -> tuple[_ModelSlot, Record]:
+    """Complete the model's transition and begin the next one."""
+    slot, record = _chees_complete(slot, target, config)
+    return _chees_begin(slot, words, config), record
+
+
+def _chees_block(config: RunConfig) -> int:
+    """Models per block of the ChEES model-level work (`_blockwise`): a function of the
+    chain count and the platform only, never of how many models share the batch."""
+    return max(1, config.block_lanes // config.chains)
+
+
+def _blockwise(fn, width: int, *args):
+    """`vmap(fn)` over the leading axis, computed `width` rows at a time in a loop.
+
+    A model's adaptation arithmetic (reductions over its chains, exp, log, pow) vectorized
+    over a batch of models rounds differently for different batch widths (measured on CPU:
+    `chees.update` vmapped over 3 models differs from 1 or 2 in the last bits). Computing
+    it in blocks of a fixed width, behind optimization barriers so that XLA fuses nothing
+    across a block's edge, keeps a model's draws independent of the other models in its
+    batch. Rows past the end are copies of row 0 and are dropped.
+    """
+    n = jax.tree.leaves(args)[0].shape[0]
+    n_blocks = -(-n // width)
+    pad = jnp.zeros((n_blocks * width - n,), jnp.int32)
+    blocks = jax.tree.map(lambda a: jnp.concatenate([a, a[pad]]).reshape((n_blocks, width) + a.shape[1:]), args)
+    body = lambda b: jax.lax.optimization_barrier(jax.vmap(fn)(*jax.lax.optimization_barrier(b)))  # noqa: E731
+    out = jax.lax.map(body, blocks)
+    return jax.tree.map(lambda a: a.reshape((n_blocks * width,) + a.shape[2:])[:n], out)
+
+
+def _chees_slots(n_tasks: int, config: RunConfig) -> int:
+    """Models the ChEES pool holds at once: all of them, or max_lanes // chains."""
+    n_models = n_tasks // config.chains
+    if config.max_lanes is None:
+        return n_models
+    return max(1, min(n_models, config.max_lanes // config.chains))
+
+
+def _run_chees_pool(words, target, data, prior, n_slots: int, config: RunConfig):
+    """ChEES-HMC with models in a pool of `n_slots` slots, each running at its own pace.
+
+    The chains of one model share eps and the jittered step count (`_run_chees`), so they
+    stay in lock step with one another; models do not wait for each other. Every loop
+    iteration advances every slot by one leapfrog step (an inner loop that only advances,
+    until some model's transition ends); then up to `_restart_slots` finished models are
+    gathered, record their draws, adapt at their own iteration count and start their next
+    transition; a model with all its draws hands its slot to the next model in the queue.
+    The loop thus costs about the mean model's total steps per slot instead of the sum over
+    iterations of the longest trajectory. A model's arithmetic is that of `_run_chees`
+    (same keys, same updates), so the two drivers take the same paths.
+    """
+    C = config.chains
+    n_tasks = words.shape[0]
+    M = n_tasks // C
+    S = n_slots
+    R = _restart_slots(S)
+    by_model = lambda a: a.reshape((M, C) + a.shape[1:])  # noqa: E731
+    words_m, target_m, data_m, prior_m = (jax.tree.map(by_model, x) for x in (words, target, data, prior))
+    width = _chees_block(config)
+    model_init = functools.partial(_blockwise, lambda w, a, d, p: _chees_model_init(w, a, d, p, config), width)
+    advance = jax.vmap(lambda sl, d, p: _chees_advance(sl, d, p, config))
+    complete = functools.partial(_blockwise, lambda sl, w, a: _chees_next(sl, w, a, config), width)
+    first = jnp.arange(S)
+    inputs = tuple(_take(a, first) for a in (words_m, target_m, data_m, prior_m))
+    slots = model_init(*inputs)
+    d = slots.chain.position.shape[-1]
+    dtype = slots.chain.position.dtype
+    buffers = _empty_task_records(n_tasks, d, dtype, config)
+    final = (jnp.zeros((n_tasks,), dtype), jnp.zeros((n_tasks, d), dtype))
+    chain_ids = jnp.arange(C, dtype=jnp.int32)
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  (slots, C, ...) -> lanes
+
+    def take_next_models(args):
+        sub, sub_inputs, new_model, starting = args
+        idx = jnp.minimum(new_model, M - 1)
+        fresh_inputs = tuple(_take(a, idx) for a in (words_m, target_m, data_m, prior_m))
+        fresh = model_init(*fresh_inputs)
+        return _select_lanes(starting, fresh, sub), _select_lanes(starting, fresh_inputs, sub_inputs)
+
+    def slot_done(sl):
+        return jnp.all(sl.trans.done, axis=1)
+
+    def advance_until_a_model_finishes(slots, inputs, busy, n_iter):
+        def cond(c):
+            sl, _ = c
+            return ~jnp.any(slot_done(sl) & busy) & jnp.any(busy)
+
+        def step(c):
+            sl, n = c
+            return advance(sl, inputs[2], inputs[3]), n + 1
+
+        return jax.lax.while_loop(cond, step, (slots, n_iter))
+
+    def body(carry):
+        slots, inputs, model, next_model, buffers, final, n_iter = carry
+        busy = model < M
+        slots, n_iter = advance_until_a_model_finishes(slots, inputs, busy, n_iter)
+        finished = slot_done(slots) & busy
+        if R == S:
+            valid, sub, sub_inputs, sub_model = finished, slots, inputs, model
+        else:
+            slot = jnp.flatnonzero(finished, size=R, fill_value=0)
+            valid = jnp.arange(R) < jnp.sum(finished)
+            sub, sub_inputs, sub_model = (_take(a, slot) for a in (slots, inputs, model))
+        sub_next, record = complete(sub, sub_inputs[0], sub_inputs[1])
+        task = sub_model[:, None] * C + chain_ids
+        keep = jnp.broadcast_to(valid[:, None], task.shape)
+        t_lane = jnp.broadcast_to(sub.t[:, None], task.shape)
+        buffers = _write_tasks(buffers, jax.tree.map(flat, record), flat(task), flat(t_lane), flat(keep), config)
+        completed = valid & (sub_next.t >= config.total)
+        rows = flat(jnp.where(completed[:, None], task, n_tasks))
+        final = (final[0].at[rows].set(flat(jnp.broadcast_to(sub_next.frozen[0][:, None], task.shape)), mode="drop"),
+                 final[1].at[rows].set(flat(jnp.broadcast_to(sub_next.inverse_mass[:, None], task.shape + (d,))),
+                                       mode="drop"))
+        n_done = completed.astype(jnp.int32)
+        new_model = jnp.where(completed, next_model + jnp.cumsum(n_done, dtype=jnp.int32) - 1, sub_model)
+        next_model = next_model + jnp.sum(n_done, dtype=jnp.int32)
+        starting = completed & (new_model < M)
+        sub_next, sub_inputs = jax.lax.cond(jnp.any(starting), take_next_models, lambda a: a[:2],
+                                            (sub_next, sub_inputs, new_model, starting))
+        if R == S:
+            slots = _select_lanes(valid, sub_next, slots)
+            inputs, model = sub_inputs, jnp.where(valid, new_model, model)
+        else:
+            dest = jnp.where(valid, slot, S)
+            put = lambda whole, part: whole.at[dest].set(part, mode="drop")  # noqa: E731
+            slots, inputs = jax.tree.map(put, slots, sub_next), jax.tree.map(put, inputs, sub_inputs)
+            model = put(model, new_model)
+        return slots, inputs, model, next_model, buffers, final, n_iter
+
+    carry = (slots, inputs, first.astype(jnp.int32), jnp.asarray(S, jnp.int32), buffers, final,
+             jnp.zeros((), jnp.int32))
+    carry = jax.lax.while_loop(lambda c: jnp.any(c[2] < M), body, carry)
+    buffers, (step_size, inverse_mass), n_iter = carry[4], carry[5], carry[6]
+    return buffers, step_size, inverse_mass, n_iter
 
 
 def _program(words, lane_target, lane_data: Data, lane_prior: Prior, config: RunConfig):
@@ -525,7 +737,12 @@ def _program(words, lane_target, lane_data: Data, lane_prior: Prior, config: Run
     many other models share its batch.
     """
     n_tasks = words.shape[0]
-    if isinstance(config.kernel, chees.ChEES):
+    if config.driver is None or config.block_lanes is None:
+        raise ValueError("config: fix the open settings first (RunConfig.for_platform)")
+    if isinstance(config.kernel, chees.ChEES) and config.driver == "independent":
+        recs, step_size, inverse_mass, n_iter = _run_chees_pool(
+            words, lane_target, lane_data, lane_prior, _chees_slots(n_tasks, config), config)
+    elif isinstance(config.kernel, chees.ChEES):
         recs, step_size, inverse_mass, n_iter = _run_chees(words, lane_target, lane_data, lane_prior, config)
     elif config.driver == "independent":
         recs, step_size, inverse_mass, n_iter = _run_independent(
@@ -590,17 +807,19 @@ def _source_hash() -> str:
     return _SOURCE_HASH[0]
 
 
-def _saved_program(signature: str, build, args, platform: str):
-    """`build()`'s jitted function, through a serialized `jax.export` copy on disk.
+def _lowered_program(signature: str, build, args, device):
+    """`build()`'s jitted function lowered for `args`, through a serialized `jax.export`
+    copy on disk.
 
     A new process then skips tracing the program (about a second) as well as compiling it
     (JAX's persistent cache): it reads the exported StableHLO and compiles that, which the
     compilation cache serves. The file name hashes the signature, the package source and
-    the JAX version. Any failure falls back to tracing.
+    the JAX version. A file that cannot be read or lowered here (another JAX's, another
+    platform's) is replaced; if exporting fails, the program is traced as usual.
     """
     folder = _cache_dir()
     if folder is None:
-        return build()
+        return build().lower(*args)
     path = os.path.join(folder, "exported", hashlib.sha256((signature + _source_hash()).encode()).hexdigest() + ".bin")
 
     def calling(exported):  # the exported program takes the flat list of input arrays
@@ -608,21 +827,36 @@ def _saved_program(signature: str, build, args, platform: str):
 
     try:
         with open(path, "rb") as f:
-            return calling(jax.export.deserialize(bytearray(f.read())))
-    except Exception:  # absent, unreadable or from another JAX: trace it
+            return calling(jax.export.deserialize(bytearray(f.read()))).lower(*args)
+    except FileNotFoundError:
         pass
+    except Exception:  # unusable here: write it afresh below
+        with contextlib.suppress(OSError):
+            os.remove(path)
     fn = build()
     leaves, treedef = jax.tree.flatten(args)
     try:
-        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))), platforms=[platform])(*leaves)
+        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))),
+                                     platforms=[_export_platform(device)])(*leaves)
+        lowered = calling(exported).lower(*args)
+    except Exception:  # e.g. a platform jax.export does not name
+        return fn.lower(*args)
+    with contextlib.suppress(OSError):  # e.g. a read-only cache directory
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             f.write(exported.serialize())
         os.replace(tmp, path)
-        return calling(exported)
-    except Exception:  # e.g. a read-only cache directory
-        return fn
+    return lowered
+
+
+def _export_platform(device) -> str:
+    """`jax.export`'s name for the device's platform: a CUDA or ROCm device says "gpu"
+    (seen on an H100), `jax.export` wants "cuda" or "rocm"."""
+    if device.platform != "gpu":
+        return device.platform
+    version = str(getattr(device.client, "platform_version", "")).lower()
+    return next((name for name in ("cuda", "rocm") if name in version), device.platform)
 
 
 def model_keys(seed: int, model_ids) -> np.ndarray:
@@ -655,13 +889,15 @@ def _shard_plan(n_models: int, config: RunConfig, n_devices: int) -> tuple[int, 
 
     Lanes never talk to each other (the independent and synchronized drivers), so tasks are
     dealt in contiguous blocks of at least two lanes: XLA specializes a size-1 axis, which
-    would change rounding. ChEES adapts across the chains of a model and has a model axis,
-    so there a block holds whole models, at least two.
+    would change rounding. ChEES adapts across the chains of a model, so there a block
+    holds whole models, one at least: its model-level work runs in blocks of a fixed width
+    (`_blockwise`) whatever the number of models.
     """
     unit = _task_unit(config)
     units = n_models * config.chains // unit
-    used = max(1, min(n_devices, units // 2))
-    per_device = max(-(-units // used), 2) * unit
+    least = 1 if isinstance(config.kernel, chees.ChEES) else 2
+    used = max(1, min(n_devices, units // least))
+    per_device = max(-(-units // used), least) * unit
     return used, per_device
 
 
@@ -672,7 +908,9 @@ def _task_unit(config: RunConfig) -> int:
 
 def _pool_size(n_tasks: int, config: RunConfig) -> int:
     """Lanes of a device's program: the independent driver's pool, else one per task."""
-    if config.driver != "independent" or isinstance(config.kernel, chees.ChEES) or config.max_lanes is None:
+    if isinstance(config.kernel, chees.ChEES):
+        return _chees_slots(n_tasks, config) * config.chains if config.driver == "independent" else n_tasks
+    if config.driver != "independent" or config.max_lanes is None:
         return n_tasks
     return max(2, min(n_tasks, config.max_lanes))
 
@@ -728,7 +966,7 @@ def _compiled_program(config: RunConfig, args, devices):
                                      check_vma=False))
 
     platform = devices[0].platform
-    compiled = _saved_program(signature, build, args, platform).lower(*args).compile(_compiler_options(platform))
+    compiled = _lowered_program(signature, build, args, devices[0]).compile(_compiler_options(platform))
     _COMPILED[signature] = compiled
     return compiled, time.perf_counter() - t0
 
@@ -748,6 +986,7 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     """
     _enable_persistent_cache()
     devices = local_devices(devices)
+    config = config.for_platform(devices[0].platform)
     n_models = int(keys.shape[0])
     lane_words, lane_data, lane_prior = lane_inputs(keys, data, prior, config.chains)
     n_lanes = n_models * config.chains
@@ -820,14 +1059,15 @@ def sample(
     *,
     model_id: int = 0,
     dtype=None,
-    driver: str = "independent",
+    driver: str | None = None,
     devices=None,
 ):
     """Fit one model with NUTS (default), HMC or ChEES-HMC; all chains run in one compiled program.
 
     The model's key derives from (seed, model_id) (`model_keys`), so `sample(..., model_id=i)` gives
     the same draws as model i of `sample_batch` with the same seed. `driver` picks the
-    lane-independent loop (default) or the classic synchronized one (same distribution).
+    lane-independent loop or the classic synchronized one (same distribution); the default
+    (None) is the independent one, except ChEES on a GPU (`RunConfig.for_platform`).
     `devices` (default: all local devices) share the chains (`run`; on CPU see
     `hnnjax.use_cpu_cores`); the draws do not depend on them. Returns a `Fit`.
     """

@@ -240,7 +240,7 @@ def test_padding_coordinates_are_ignored():
 
 
 def test_update_vmaps_over_models():
-    """The driver vmaps over models: batched updates equal the per-model ones."""
+    """The driver vmaps over blocks of models (`sampler._blockwise`): batched updates equal the per-model ones."""
     C, d, M = 8, 3, 3
     batches = [_batch(C, d, seed=s) for s in range(M)]
     x0, xp, pp = (jnp.stack(v) for v in zip(*batches))

@@ -41,8 +41,8 @@ def test_use_cpu_cores_after_the_backend_started():
     (1, 1, 2, "nuts", (1, 2)),    # one lane: one device, padded to two lanes
     (1, 3, 2, "nuts", (1, 3)),    # three lanes: not two a device, so one device
     (5, 4, 2, "nuts", (2, 10)),
-    (1, 4, 2, "chees", (1, 8)),   # ChEES keeps a model's chains together, two models at least
-    (3, 4, 2, "chees", (1, 12)),  # three models cannot split two a device
+    (1, 4, 2, "chees", (1, 4)),   # ChEES keeps a model's chains together, and may run one model alone
+    (3, 4, 2, "chees", (2, 8)),   # two models a device, the last padded
     (4, 4, 2, "chees", (2, 8)),
 ])
 def test_shard_plan(n_models, chains, n_devices, kernel, expect):

@@ -224,23 +224,32 @@ def test_chees_matches_exact_and_wastes_no_step():
     z = _z_scores(fit, EXACT)
     assert np.all(np.abs(z) < 4), z
     assert fit.summary()["r_hat"].max() < 1.01
-    # the loop's trips equal each chain's steps (padding copies of the model aside)
-    assert fit.n_grad_evals / (fit.timing["loop_iterations"] * fit.chains) > 0.999
+    # the loop's trips equal each chain's steps, and no lane runs a padding copy
+    assert fit.timing["lanes"] == fit.chains
+    assert fit.n_grad_evals / fit.timing["lane_iterations"] > 0.999
     assert np.all(fit.stats["n_steps"] == fit.stats["n_steps"][:1])  # lock step within the model
     assert np.unique(fit.step_size).size == 1
 
 
 def test_chees_batch_models_adapt_their_own_length():
     other = hnnjax.GroupData([30.0, -25.0, 10.0, 45.0], [2.0, 3.0, 2.5, 4.0])  # large tau
-    data = hnnjax.data.stack([SCHOOLS, other], 8)
-    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], 2, 0), hnnjax.Prior.default())
+    # three models: an odd batch width, which once changed the rounding of a model's update
+    data = hnnjax.data.stack([SCHOOLS, other, other], 8)
+    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], 3, 0), hnnjax.Prior.default())
     config = sampler.RunConfig(kernel=hnnjax.ChEES(), chains=16, warmup=500, draws=500)
-    out, timing = sampler.run(sampler.model_keys(0, [0, 1]), data, prior, config)
+    out, timing = sampler.run(sampler.model_keys(0, [0, 1, 2]), data, prior, config)
     # each model adapts its own step size and length: model 0 draws exactly what it draws
-    # alone (its batch-mate changes nothing), and the two models' settings differ
+    # alone (its batch-mates change nothing), and the models' settings differ
     assert not np.array_equal(out["step_size"][0, 0], out["step_size"][1, 0])
     alone = hnnjax.sample(SCHOOLS, kernel=hnnjax.ChEES(), chains=16, warmup=500, draws=500, seed=0)
     np.testing.assert_array_equal(alone.stats["n_steps"], out["n_steps"][0][:, 500:])
+    mu, tau, theta = (np.asarray(a) for a in hnnjax.model.constrain(out["position"][0][..., :10], "noncentered"))
+    np.testing.assert_array_equal(alone.draws["mu"], mu)
+    np.testing.assert_array_equal(alone.draws["theta"], theta)
+    # the models ran in a pool, each at its own pace: the loop's trips are the longest
+    # model's steps, not the sum over iterations of the longest trajectory
+    longest_chain = out["n_steps"].max(axis=1)  # (models, iterations): a divergence ends a chain early
+    assert timing["loop_iterations"] == longest_chain.sum(axis=-1).max() < longest_chain.max(axis=0).sum()
     pos = out["position"][0][..., :10]
     mu, tau, theta = (np.asarray(a) for a in hnnjax.model.constrain(pos, "noncentered"))
     x = np.concatenate([mu[None], tau[None], np.moveaxis(theta, -1, 0)])
@@ -284,3 +293,98 @@ def test_a_new_process_reuses_the_saved_program(tmp_path):
     assert traces == [1, 0]
     assert len(list((tmp_path / "cache" / "exported").glob("*.bin"))) == 1
     np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
+
+
+def test_chees_pool_queue_and_lock_step_agree(monkeypatch):
+    """The ChEES model pool with fewer slots than models (a queue), the pool with every
+    model in a slot and the lock-step driver draw the same, bit for bit: a model's
+    model-level work runs in blocks of a fixed width in all three (`_blockwise`). 40 models
+    of 2 chains: with 40 and 34 slots a loop trip adapts and restarts at most R = 32
+    finished models (`_restart_slots`), gathered, and the others wait; with R = 3
+    (patched in) many wait."""
+    other = hnnjax.GroupData([1.0, 50.0, -20.0], [3.0, 2.0, 8.0])
+    n = 40
+    data = hnnjax.data.stack([other, SCHOOLS] * (n // 2), 8)
+    prior = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], n, 0), hnnjax.Prior.default())
+    keys = sampler.model_keys(3, range(n))
+    config = lambda **kw: sampler.RunConfig(kernel=hnnjax.ChEES(), chains=2, warmup=60, draws=30,  # noqa: E731
+                                            **{"driver": "independent", **kw})
+    pool, t_pool = sampler.run(keys, data, prior, config())
+    queue, t_queue = sampler.run(keys, data, prior, config(max_lanes=68))
+    lock, t_lock = sampler.run(keys, data, prior, config(driver="synchronized"))
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    monkeypatch.setenv("HNNJAX_NO_PERSISTENT_CACHE", "1")
+    monkeypatch.setattr(sampler, "_restart_slots", lambda slots: slots if slots <= 5 else 3)
+    waiting, _ = sampler.run(keys, data, prior, config(max_lanes=68))
+    assert t_queue["lanes"] == 68 and t_pool["lanes"] == t_lock["lanes"] == 80
+    for name in pool:
+        for other_run in (queue, lock, waiting):
+            np.testing.assert_array_equal(other_run[name], pool[name])
+    # lock step pays the longest model's trajectory at every iteration, the pool does not
+    assert t_pool["loop_iterations"] < t_lock["loop_iterations"]
+
+
+@pytest.mark.parametrize("n, width", [(1, 1), (1, 4), (5, 2), (8, 8), (9, 4)])
+def test_blockwise_equals_vmap(n, width):
+    x = jnp.arange(n * 3, dtype=jnp.float32).reshape(n, 3)
+    fn = lambda a, b: (jnp.sum(jnp.exp(-a)), a * b)  # noqa: E731
+    got = sampler._blockwise(fn, width, x, 2 * x)
+    want = jax.vmap(fn)(x, 2 * x)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+    # a row's result does not depend on how many rows share the call
+    alone = sampler._blockwise(fn, width, x[:1], 2 * x[:1])
+    for g, a in zip(got, alone):
+        np.testing.assert_array_equal(g[:1], a)
+
+
+class _FakeDevice:
+    def __init__(self, platform, version=""):
+        self.platform = platform
+        self.client = type("Client", (), {"platform_version": version})()
+
+
+def test_export_platform_names():
+    """A CUDA device says "gpu", but `jax.export` wants "cuda" (found on an H100)."""
+    assert sampler._export_platform(_FakeDevice("cpu")) == "cpu"
+    assert sampler._export_platform(_FakeDevice("gpu", "PJRT C API\ncuda 13000")) == "cuda"
+    assert sampler._export_platform(_FakeDevice("gpu", "rocm 6.2")) == "rocm"
+
+
+def test_unusable_saved_program_is_replaced(tmp_path, monkeypatch):
+    """A saved program that cannot be read or lowered here (another platform's, say: a CUDA
+    device once saved one for "gpu", which `jax.export` cannot lower) is traced afresh and
+    written again; the draws are those of a normal run."""
+    monkeypatch.setenv("HNNJAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
+    (saved,) = (tmp_path / "exported").glob("*.bin")
+    saved.write_bytes(b"not a program")
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    traces = sampler.TRACE_COUNT["program"]
+    fit = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
+    assert sampler.TRACE_COUNT["program"] == traces + 1
+    np.testing.assert_array_equal(fit.draws["theta"], ref.draws["theta"])
+    # written again: the next compilation reads it and traces nothing
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    again = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
+    assert sampler.TRACE_COUNT["program"] == traces + 1
+    np.testing.assert_array_equal(again.draws["theta"], ref.draws["theta"])
+
+
+def test_for_platform_fills_only_what_is_open():
+    chees_cfg = sampler.RunConfig(kernel=hnnjax.ChEES())
+    nuts_cfg = sampler.RunConfig()
+    assert (chees_cfg.for_platform("cpu").driver, chees_cfg.for_platform("cpu").block_lanes) == ("independent", 32)
+    assert (chees_cfg.for_platform("gpu").driver, chees_cfg.for_platform("gpu").block_lanes) == ("synchronized", 4096)
+    assert nuts_cfg.for_platform("gpu").driver == "independent"
+    explicit = sampler.RunConfig(kernel=hnnjax.ChEES(), driver="independent", block_lanes=8)
+    assert explicit.for_platform("gpu") == explicit
+    with pytest.raises(ValueError, match="driver"):
+        sampler.RunConfig(driver="lockstep")
+    with pytest.raises(ValueError, match="block_lanes"):
+        sampler.RunConfig(block_lanes=0)
+    with pytest.raises(ValueError, match="chains: ChEES"):
+        sampler.RunConfig(kernel=hnnjax.ChEES(), chains=1)
