@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--drivers", default="independent,synchronized")
     p.add_argument("--kernel", default="nuts", help="nuts, hmc or chees (ChEES runs its own driver)")
-    p.add_argument("--max-lanes", default="", help="comma list of lane-pool sizes for the multi-model cases (queue)")
+    p.add_argument("--max-lanes", default="all",
+                   help="comma list of lane-pool sizes for the multi-model cases (a queue); 'all': a lane per chain")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import sys
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.paid_share " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []
     cases = [(1, int(c)) for c in args.chains.split(",") if c] + [(int(m), 4) for m in args.models.split(",") if m]
-    pools = [None] + [int(x) for x in args.max_lanes.split(",") if x]
+    pools = [None if x == "all" else int(x) for x in args.max_lanes.split(",") if x]
     for n_models, chains in cases:
         for driver in args.drivers.split(","):
             for pool in pools if (n_models > 1 and driver == "independent") else [None]:

@@ -9,6 +9,7 @@ correct sampler gives uniform ranks; a chi-square test over 20 bins checks it.
     python examples/sbc_study.py                       # the full study (~15-25 min on 2 cores)
     python examples/sbc_study.py --datasets 200 --configs nuts:noncentered   # a quick look
     python examples/sbc_study.py --no-exact --configs chees:noncentered chees:centered
+    python examples/sbc_study.py --no-exact --configs nuts:centered:0.99 --warmup 1000
 
 Prints chi-square p-values and coverage per configuration and writes rank histograms to
 docs/figures/sbc_<kernel>_<parametrization>.png and the numbers to docs/figures/sbc_results.json.
@@ -63,6 +64,7 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="+", default=["nuts:noncentered", "nuts:centered",
                                                       "hmc:noncentered", "hmc:centered"])
     ap.add_argument("--seed", type=int, default=2018)
+    ap.add_argument("--warmup", type=int, default=500, help="warmup iterations per fit")
     ap.add_argument("--no-exact", action="store_true", help="skip the exact i.i.d. reference")
     ap.add_argument("--out", default=FIG)
     args = ap.parse_args(argv)
@@ -75,18 +77,20 @@ def main(argv=None):
         report(res, results, "exact")
         plots.rank_histogram(res).savefig(os.path.join(args.out, "sbc_exact.png"), dpi=80)
     for cfg in args.configs:
-        kernel, par = cfg.split(":")
+        kernel, par, *rest = cfg.split(":")  # kernel:parametrization[:target acceptance]
+        target = float(rest[0]) if rest else 0.8
+        key = f"{kernel}_{par}" + (f"_ta{rest[0]}" if rest else "") + (f"_w{args.warmup}" if args.warmup != 500 else "")
         # One chain of 500 warmup + 1000 draws, thinned by 10 to L = 99 (Talts et al.
         # section 5: thin until the kept draws are nearly independent). ChEES adapts on the
         # spread across a model's chains, so it runs 4 chains of 250 draws (the same 1000).
         chains = CHAINS.get(kernel, 1)
         res = simulate.sbc(args.datasets, parametrization=par, kernel=kernel, L=99, chains=chains,
-                           warmup=500, draws=1000 // chains, seed=args.seed)
-        report(res, results, f"{kernel}_{par}")
+                           warmup=args.warmup, draws=1000 // chains, target_accept=target, seed=args.seed)
+        report(res, results, key)
         steps = res.total_steps
         print(f"leapfrog steps per fit: median {np.median(steps):.0f}, max {steps.max()} "
               f"(true tau {res.truth['tau'][np.argmax(steps)]:.1f})")
-        plots.rank_histogram(res).savefig(os.path.join(args.out, f"sbc_{kernel}_{par}.png"), dpi=80)
+        plots.rank_histogram(res).savefig(os.path.join(args.out, f"sbc_{key}.png"), dpi=80)
     path = os.path.join(args.out, "sbc_results.json")
     old = {}
     if os.path.exists(path):
