@@ -78,6 +78,14 @@ def test_two_cpu_devices_give_the_same_draws(tmp_path):
         for i in range(4):
             for k in ("mu", "tau", "theta"):
                 np.testing.assert_array_equal(both.fits[i].draws[k], one.fits[i].draws[k])
+        # ChEES: whole models per device, each device with its own model pool
+        kw = dict(kernel="chees", chains=4, warmup=100, draws=50, seed=3, chunk_size=3, progress=False)
+        both = sample_batch(data, **kw)
+        one = sample_batch(data, devices=two[:1], **kw)
+        assert [c["devices"] for c in both.chunks] == [2, 2], both.chunks  # chunks padded to 3 models
+        for i in range(4):
+            for k in ("mu", "tau", "theta"):
+                np.testing.assert_array_equal(both.fits[i].draws[k], one.fits[i].draws[k])
         print("ok", both.timing["devices"], [c["useful_step_share"] for c in both.chunks])
     """))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
