@@ -121,13 +121,13 @@ class RunConfig:
         """The settings left open, fixed for a device platform ("cpu", "gpu", ...).
 
         driver: "independent", except ChEES on any platform but the CPU (GPUs), which runs
-        its models in lock step: there a loop trip costs a few kernel launches whatever the lane count,
-        so the pool's extra work at nearly every leapfrog step (gathering, adapting and
-        restarting the models whose transition ended) costs more than the lanes it saves
-        (H100, 1,000 eight-schools models x 4 chains, 500 + 500: 111 s in the pool against
-        3.6 s in lock step).
-        block_lanes: 32 on CPU (the model-level work is cheap, padding a block is not),
-        4096 elsewhere (one block a trip; a sequential loop over blocks is slow there).
+        its models in lock step (H100, 1,000 eight-schools models x 4 chains, 500 + 500:
+        111 s in the pool against 3.6 s in lock step; not profiled, but a loop trip there
+        costs kernel launches whatever its width, and the pool gathers, adapts and
+        restarts models at nearly every leapfrog step).
+        block_lanes: 32 on CPU, 4096 elsewhere (one block a trip for up to 4096 / chains
+        models, rather than a sequential loop of small ones); neither width was tuned by
+        measurement.
         """
         cpu = platform == "cpu"
         driver = self.driver or ("independent" if cpu or not isinstance(self.kernel, chees.ChEES) else "synchronized")
@@ -335,6 +335,28 @@ def _restart_slots(n_lanes: int) -> int:
     return n_lanes if n_lanes <= 32 else max(32, n_lanes // 8)
 
 
+def _gather_finished(finished, R: int, *trees):
+    """The first R finished entries of a pool: (their indices, which of the R are real,
+    each tree gathered at them). An entry restarted here is not finished next time."""
+    slot = jnp.flatnonzero(finished, size=R, fill_value=0)
+    valid = jnp.arange(R) < jnp.sum(finished)
+    return slot, valid, tuple(_take(a, slot) for a in trees)
+
+
+def _put_back(valid, slot, size: int, whole, part):
+    """Scatter gathered entries back into the pool; the unreal ones fall out of range."""
+    dest = jnp.where(valid, slot, size)
+    return jax.tree.map(lambda w, q: w.at[dest].set(q, mode="drop"), whole, part)
+
+
+def _next_in_queue(completed, current, next_id, n: int):
+    """Hand every completed entry the next id of the queue, in order: (ids, the queue's
+    new head, which entries start a new id below n)."""
+    n_done = completed.astype(jnp.int32)
+    ids = jnp.where(completed, next_id + jnp.cumsum(n_done, dtype=jnp.int32) - 1, current)
+    return ids, next_id + jnp.sum(n_done, dtype=jnp.int32), completed & (ids < n)
+
+
 def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig):
     """A pool of `n_lanes` lanes works through the tasks (one chain of one model each).
 
@@ -398,10 +420,9 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
         finished = lanes.trans.done & busy
         if R == n_lanes:
             valid, sub, sub_data, sub_prior, sub_task = finished, lanes, lane_data, lane_prior, task
-        else:  # the first R finished lanes (a lane restarted here is not done next time)
-            slot = jnp.flatnonzero(finished, size=R, fill_value=0)
-            valid = jnp.arange(R) < jnp.sum(finished)
-            sub, sub_data, sub_prior, sub_task = (_take(a, slot) for a in (lanes, lane_data, lane_prior, task))
+        else:
+            slot, valid, (sub, sub_data, sub_prior, sub_task) = _gather_finished(
+                finished, R, lanes, lane_data, lane_prior, task)
         chain, info, record = finish(sub)
         buffers = _write_tasks(buffers, record, sub_task, sub.t, valid, config)
         sub_next = restart(sub, chain, info, sub_data, sub_prior)
@@ -415,10 +436,7 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
         row = jnp.where(completed, sub_task, n_tasks)
         final = (final[0].at[row].set(sub.adapt.step_size, mode="drop"),
                  final[1].at[row].set(sub.adapt.inverse_mass, mode="drop"))
-        n_done = completed.astype(jnp.int32)
-        new_task = jnp.where(completed, next_task + jnp.cumsum(n_done, dtype=jnp.int32) - 1, sub_task)
-        next_task = next_task + jnp.sum(n_done, dtype=jnp.int32)
-        starting = completed & (new_task < n_tasks)
+        new_task, next_task, starting = _next_in_queue(completed, sub_task, next_task, n_tasks)
         sub, sub_data, sub_prior = jax.lax.cond(
             jnp.any(starting), take_next_tasks, lambda a: a[:3],
             (sub, sub_data, sub_prior, new_task, starting),
@@ -426,11 +444,8 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
         if R == n_lanes:
             lanes, lane_data, lane_prior, task = sub, sub_data, sub_prior, new_task
         else:
-            dest = jnp.where(valid, slot, n_lanes)
-            put = lambda whole, part: whole.at[dest].set(part, mode="drop")  # noqa: E731
-            lanes, lane_data, lane_prior = (jax.tree.map(put, a, b) for a, b in
-                                            ((lanes, sub), (lane_data, sub_data), (lane_prior, sub_prior)))
-            task = put(task, new_task)
+            lanes, lane_data, lane_prior, task = _put_back(
+                valid, slot, n_lanes, (lanes, lane_data, lane_prior, task), (sub, sub_data, sub_prior, new_task))
         return lanes, lane_data, lane_prior, task, next_task, buffers, final, n_iter
 
     carry = (lanes, lane_data, lane_prior, first.astype(jnp.int32), jnp.asarray(n_lanes, jnp.int32),
@@ -606,8 +621,9 @@ def _blockwise(fn, width: int, *args):
     """`vmap(fn)` over the leading axis, computed `width` rows at a time in a loop.
 
     A model's adaptation arithmetic (reductions over its chains, exp, log, pow) vectorized
-    over a batch of models rounds differently for different batch widths (measured on CPU:
-    `chees.update` vmapped over 3 models differs from 1 or 2 in the last bits). Computing
+    over a batch of models rounds differently for different batch widths (measured on CPU,
+    float32, one model's update repeated: widths 2, 4 and 8 agree with each other, 3 and 5
+    with each other, 1 with neither, in the last bits of the Adam state). Computing
     it in blocks of a fixed width, behind optimization barriers so that XLA fuses nothing
     across a block's edge, keeps a model's draws independent of the other models in its
     batch. Rows past the end are copies of row 0 and are dropped.
@@ -692,9 +708,7 @@ def _run_chees_pool(words, target, data, prior, n_slots: int, config: RunConfig)
         if R == S:
             valid, sub, sub_inputs, sub_model = finished, slots, inputs, model
         else:
-            slot = jnp.flatnonzero(finished, size=R, fill_value=0)
-            valid = jnp.arange(R) < jnp.sum(finished)
-            sub, sub_inputs, sub_model = (_take(a, slot) for a in (slots, inputs, model))
+            slot, valid, (sub, sub_inputs, sub_model) = _gather_finished(finished, R, slots, inputs, model)
         sub_next, record = complete(sub, sub_inputs[0], sub_inputs[1])
         task = sub_model[:, None] * C + chain_ids
         keep = jnp.broadcast_to(valid[:, None], task.shape)
@@ -705,20 +719,14 @@ def _run_chees_pool(words, target, data, prior, n_slots: int, config: RunConfig)
         final = (final[0].at[rows].set(flat(jnp.broadcast_to(sub_next.frozen[0][:, None], task.shape)), mode="drop"),
                  final[1].at[rows].set(flat(jnp.broadcast_to(sub_next.inverse_mass[:, None], task.shape + (d,))),
                                        mode="drop"))
-        n_done = completed.astype(jnp.int32)
-        new_model = jnp.where(completed, next_model + jnp.cumsum(n_done, dtype=jnp.int32) - 1, sub_model)
-        next_model = next_model + jnp.sum(n_done, dtype=jnp.int32)
-        starting = completed & (new_model < M)
+        new_model, next_model, starting = _next_in_queue(completed, sub_model, next_model, M)
         sub_next, sub_inputs = jax.lax.cond(jnp.any(starting), take_next_models, lambda a: a[:2],
                                             (sub_next, sub_inputs, new_model, starting))
         if R == S:
             slots = _select_lanes(valid, sub_next, slots)
             inputs, model = sub_inputs, jnp.where(valid, new_model, model)
         else:
-            dest = jnp.where(valid, slot, S)
-            put = lambda whole, part: whole.at[dest].set(part, mode="drop")  # noqa: E731
-            slots, inputs = jax.tree.map(put, slots, sub_next), jax.tree.map(put, inputs, sub_inputs)
-            model = put(model, new_model)
+            slots, inputs, model = _put_back(valid, slot, S, (slots, inputs, model), (sub_next, sub_inputs, new_model))
         return slots, inputs, model, next_model, buffers, final, n_iter
 
     carry = (slots, inputs, first.astype(jnp.int32), jnp.asarray(S, jnp.int32), buffers, final,
