@@ -83,7 +83,7 @@ class SampleProgram:
         config = sampler.RunConfig(
             target=model.NormalNormal("noncentered"), kernel=nuts.NUTS(), chains=chains,
             warmup=warmup, draws=draws, target_accept=0.5, driver=driver,
-        )
+        ).for_platform(jax.default_backend())
         pr = Prior.default()
         batch = stack([data], bucket_size(data.J), dtype=dtype)
         prior_b = model.stack_priors([pr], dtype)

@@ -66,3 +66,20 @@ def test_update_is_identity_after_warmup():
     new = adaptation.adaptation_update(st, 100, jnp.ones(3), 0.3, 0.8, sched, jnp.ones(3), 100)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(st)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_packed_state_views_round_trip():
+    """AdaptationState packs its ten fields into two arrays; the views give them back."""
+    dual = adaptation.DualAveragingState(*(jnp.asarray(v) for v in (0.1, 0.2, 0.3, 0.4, 5.0)))
+    welford = adaptation.WelfordState(jnp.asarray(7.0), jnp.arange(3.0), jnp.arange(3.0) + 10)
+    st = adaptation.AdaptationState.pack(jnp.asarray(0.25), jnp.ones(3) * 2, dual, welford)
+    assert st.scalars.shape == (7,) and st.vectors.shape == (3, 3)
+    assert float(st.step_size) == 0.25
+    np.testing.assert_array_equal(st.inverse_mass, 2.0)
+    for a, b in zip(st.dual, dual):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(st.welford, welford):
+        np.testing.assert_array_equal(a, b)
+    batch = jax.tree.map(lambda a: jnp.stack([a, a]), st)  # the views index from the end
+    np.testing.assert_array_equal(batch.step_size, [0.25, 0.25])
+    np.testing.assert_array_equal(batch.welford.mean, [np.arange(3.0)] * 2)
