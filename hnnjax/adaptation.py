@@ -136,9 +136,9 @@ class AdaptationState(NamedTuple):
     """Per-chain warmup state, packed into two arrays. XLA on CPU runs a kernel for every
     array that a loop iteration rewrites and copies a loop-carried array that is read
     after its update (nuts module docstring, "Layout"); as ten arrays, the state took
-    nine more kernels and seven more copies in every restart of the independent driver
-    (its loop body: 68 kernels, 14 of them copies, against 59 and 7 packed). `step_size` is
-    the one the next transition uses; the views index from the end, so they also work
+    nine more kernels, seven of them copies, in every restart of the independent driver
+    (its loop body: 68 kernels, 14 of them copies, against 59 and 7 packed). `step_size`
+    is the one the next transition uses; the views index from the end, so they also work
     on a batch.
     """
 

@@ -63,8 +63,8 @@ packed: both trajectory edges (position, momentum, gradient) in one (2, 3, d) ar
 trajectory and subtree proposals in one (2, 2, d), the momentum sums and the near edge's
 momentum in one (3, d) (the divergence position is the last moved edge), the scalars in one
 float, one int and one bool vector; the float vector is built with `packing.pack_scalars`
-(one kernel, where `jnp.stack` of its ten scalars took eleven). `TreeState` has read-only views with the old names
-(`left`, `right`, `proposal`, `depth`, `n_steps`, `done`, ...).
+(one kernel, where `jnp.stack` of its ten scalars took eleven). `TreeState` has read-only
+views with the old names (`left`, `right`, `proposal`, `depth`, `n_steps`, `done`, ...).
 """
 
 from __future__ import annotations

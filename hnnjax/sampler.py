@@ -393,7 +393,8 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     d = lanes.chain.position.shape[-1]
     dtype = lanes.chain.position.dtype
     buffers = _empty_task_records(n_tasks, d, dtype, config)
-    final = (jnp.zeros((n_tasks,), dtype), jnp.zeros((n_tasks, d), dtype))
+    # Adapted settings of completed tasks; without a queue, lane i ends holding task i's.
+    final = (jnp.zeros((n_tasks,), dtype), jnp.zeros((n_tasks, d), dtype)) if queue else ()
 
     def take_next_tasks(args):
         sub, sub_data, sub_prior, new_task, starting = args
@@ -464,9 +465,8 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     carry = (lanes, lane_data, lane_prior, first.astype(jnp.int32), jnp.asarray(n_lanes, jnp.int32),
              buffers, final, jnp.zeros((), jnp.int32))
     carry = jax.lax.while_loop(cond, body, carry)
-    buffers, (step_size, inverse_mass), n_iter = carry[5], carry[6], carry[7]
-    if not queue:
-        step_size, inverse_mass = carry[0].adapt.step_size, carry[0].adapt.inverse_mass
+    buffers, n_iter = carry[5], carry[7]
+    step_size, inverse_mass = carry[6] if queue else (carry[0].adapt.step_size, carry[0].adapt.inverse_mass)
     return buffers, step_size, inverse_mass, n_iter
 
 
