@@ -5,13 +5,13 @@ schools, compiles and runs NUTS, non-centered, 4 chains x (1000 warmup + 1000 dr
 target acceptance 0.8, and waits for the draws. The parent times the process from spawn to
 exit (`wall_s`); the child reports its own import / compile-and-run split.
 
-hnnjax runs twice in a row with one fresh, empty directory given to JAX's persistent
-compilation cache (JAX_COMPILATION_CACHE_DIR and HNNJAX_CACHE_DIR point at it): the first
-run is cold, the second shows what the cache saves *if hnnjax turns the cache on*. The
-child reports the cache directory it ended up with; if hnnjax chose another directory the
-first run may not have been cold, and the report says so. The peers run without a
-persistent cache (JAX's default), as a user would run them; their scripts never import
-hnnjax (see peers.py).
+hnnjax runs twice in a row with one fresh, empty directory as its cache (HNNJAX_CACHE_DIR,
+where hnnjax saves its compiled programs; JAX's own persistent cache stays off, its
+default, for every library): the first run is cold, the second shows what the cache
+saves. The child reports the cache directory it ended up with; if hnnjax chose another
+directory the first run may not have been cold, and the report says so. The peers run
+without a persistent cache (JAX's default), as a user would run them; their scripts never
+import hnnjax (see peers.py).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ fit = hnnjax.sample(hnnjax.datasets.eight_schools(), parametrization="noncentere
                     chains={chains}, warmup={warmup}, draws={draws}, target_accept={target_accept}, seed=0)
 import numpy as np
 _res = {{"import_s": _t1 - _t0, "sample_s": time.perf_counter() - _t1,
-         "mean_mu": float(np.mean(fit.draws["mu"])),
+         "mean_mu": float(np.mean(fit.draws["mu"])), "hnnjax_cache_dir": hnnjax.sampler._cache_dir(),
          "compile_s": float(fit.timing.get("compile_s", float("nan"))),
          "run_s": float(fit.timing.get("run_s", float("nan")))}}
 """,
@@ -86,7 +86,7 @@ _res = {{"import_s": _t1 - _t0, "sample_s": time.perf_counter() - _t1, "mean_mu"
 """,
 }
 
-_CACHE_VARS = ("JAX_COMPILATION_CACHE_DIR", "HNNJAX_CACHE_DIR")
+_CACHE_VARS = ("JAX_COMPILATION_CACHE_DIR", "HNNJAX_CACHE_DIR", "HNNJAX_NO_PERSISTENT_CACHE")
 
 
 def script(library: str, chains=4, warmup=1000, draws=1000, target_accept=0.8) -> str:
@@ -142,13 +142,13 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
             rows.append({"library": lib, "ok": False, "skipped": why})
             continue
         runs_of[lib] = runs_of.get(lib, 0) + 1
-        extra = {v: cache_dir for v in _CACHE_VARS} if lib == "hnnjax" else {}
+        extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
         log(f"fresh process: {lib} (run {runs_of[lib]})")
         r = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
         r["run"] = runs_of[lib]
         if lib == "hnnjax":
             r["cache_dir_given"] = cache_dir
-            seen = r.get("compilation_cache_dir")
+            seen = r.get("hnnjax_cache_dir")
             r["cache_controlled"] = bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
             r["cache_files_after"] = sum(len(f) for _, _, f in os.walk(cache_dir))
         rows.append(r)

@@ -7,8 +7,8 @@ Model (both parametrizations, default prior of `hnnjax.Prior.default()`):
 on the unconstrained position [mu, log tau, z] with z = eta (non-centered, theta = mu + tau
 * eta) or z = theta (centered); `logdensity` below is the same formula as
 `hnnjax.model.logdensity_*` (checked in tests/test_benchmarks_smoke.py), written here
-without hnnjax so that the fresh-process runs of the peers never import hnnjax (hnnjax may
-switch on JAX's persistent compilation cache on import, which would help the peers too).
+without hnnjax so that the fresh-process runs of the peers never import hnnjax (nothing of
+hnnjax's, such as its already-loaded modules, then helps the peers).
 
 Both peers: diagonal mass matrix, Stan-style windowed adaptation of step size and mass
 matrix per chain, target acceptance as set, max tree depth 10, initial positions uniform in

@@ -9,10 +9,10 @@ and a Markdown copy next to it, and prints the Markdown. Progress goes to stderr
 
 Fairness: within a section every sampler gets the same settings (chains, warmup, draws,
 target acceptance, diagonal mass matrix, float precision) and the same data, runs in the
-same process, in round-robin order, with one ESS/R-hat estimator. hnnjax's persistent
-compilation cache is switched off in this process (HNNJAX_NO_PERSISTENT_CACHE=1, unless
---persistent-cache), because JAX's cache is process-wide and would also serve the peers'
-programs; its effect is measured by the fresh-process section instead.
+same process, in round-robin order, with one ESS/R-hat estimator. hnnjax's cache of
+compiled programs on disk is switched off in this process (HNNJAX_NO_PERSISTENT_CACHE=1,
+unless --persistent-cache), so that hnnjax's compile times are measured, not loaded; its
+effect is measured by the fresh-process section instead.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--precision", choices=("float64", "float32"), default="float64")
     p.add_argument("--persistent-cache", action="store_true",
-                   help="leave hnnjax's persistent compilation cache on in this process")
+                   help="leave hnnjax's cache of compiled programs on disk on in this process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cores", type=int, default=None,
                    help="CPU devices for hnnjax (hnnjax.use_cpu_cores; default: all cores; the peers "

@@ -121,10 +121,17 @@ def welford_update(state: WelfordState, x) -> WelfordState:
 
 
 def regularized_variance(state: WelfordState):
-    """Stan's shrunk sample variance: (n/(n+5)) s^2 + 1e-3 (5/(n+5))."""
+    """Stan's shrunk sample variance: (n/(n+5)) s^2 + 1e-3 (5/(n+5)), computed as
+    (n s^2 + 5e-3) / (n + 5).
+
+    Written so because XLA's classic CPU emitters (`sampler._compiler_options`) rounded
+    Stan's form differently in the program whose restarts gather finished lanes
+    (`_restart_slots` < lanes) than in the others: a model's draws then depended on
+    the batch (`tests/test_sampler.py::test_restart_slots_change_no_draw`).
+    """
     n = state.count
     var = state.m2 / jnp.maximum(n - 1.0, 1.0)
-    return (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0))
+    return (n * var + 5e-3) / (n + 5.0)
 
 
 # AdaptationState.scalars: the step size at 0, DualAveragingState's five fields in order

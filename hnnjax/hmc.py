@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from . import counter_rng
-from .integrators import IntegratorState, kinetic_energy, leapfrog, sample_momentum
+from .integrators import IntegratorState, kinetic_energy, leapfrog, momentum_normals, sample_momentum
 from .nuts import ChainState, Info
 
-__all__ = ["HMC", "Trajectory", "init", "advance", "finish"]
+__all__ = ["HMC", "Trajectory", "init", "idle", "advance", "finish"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,12 @@ class Trajectory(NamedTuple):
     done: jax.Array
 
 
-def init(key, chain: ChainState, step_size, inverse_mass, config: HMC, num_steps=None) -> Trajectory:
-    """Start a trajectory; `key` is a `counter_rng` key (two uint32 words); `num_steps`
-    (traced) overrides the static count (used by ChEES)."""
+def init(key, chain: ChainState, step_size, inverse_mass, config: HMC, num_steps=None, z=None) -> Trajectory:
+    """Start a trajectory; `key` is a `counter_rng` key (streams 0, momentum, and 1, accept);
+    `num_steps` (traced) overrides the static count (used by ChEES); `z`: the momentum's
+    normals, `momentum_normals(key, d, dtype)`, if the caller drew them."""
     del step_size
-    z = counter_rng.normal(key, jnp.arange(inverse_mass.shape[-1]), 0, chain.position.dtype)
+    z = momentum_normals(key, inverse_mass.shape[-1], chain.position.dtype) if z is None else z
     p0 = sample_momentum(z, inverse_mass)
     energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
     steps = jnp.asarray(config.num_steps if num_steps is None else num_steps, jnp.int32)
@@ -61,6 +62,25 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: HMC, num_steps
         diverging=jnp.zeros((), bool),
         divergence_position=jnp.zeros_like(chain.position),
         done=steps <= 0,
+    )
+
+
+def idle(chain: ChainState, config: HMC) -> Trajectory:
+    """A trajectory that has already ended at its start, `chain` (zero momentum, so it is
+    accepted: `finish` returns `chain`). The drivers start their lanes from it (see
+    `nuts.idle`)."""
+    del config
+    zero = jnp.zeros_like(chain.position)
+    return Trajectory(
+        key=jnp.zeros((3,), jnp.uint32),
+        energy0=-chain.logdensity,
+        start=chain,
+        state=IntegratorState(chain.position, zero, chain.logdensity, chain.grad),
+        n_steps=jnp.zeros((), jnp.int32),
+        num_steps=jnp.zeros((), jnp.int32),
+        diverging=jnp.zeros((), bool),
+        divergence_position=zero,
+        done=jnp.ones((), bool),
     )
 
 

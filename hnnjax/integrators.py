@@ -18,7 +18,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["IntegratorState", "kinetic_energy", "leapfrog", "sample_momentum", "new_state"]
+from . import counter_rng
+
+__all__ = ["IntegratorState", "kinetic_energy", "leapfrog", "momentum_normals", "sample_momentum", "new_state"]
 
 
 class IntegratorState(NamedTuple):
@@ -36,6 +38,13 @@ LogDensityAndGrad = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 def kinetic_energy(momentum, inverse_mass):
     """K(p) = 1/2 sum_i m^{-1}_i p_i^2."""
     return 0.5 * jnp.sum(inverse_mass * momentum * momentum)
+
+
+def momentum_normals(key, d: int, dtype):
+    """The d standard normals of a transition's momentum: stream 0 of its `counter_rng`
+    key. The kernels draw them in `init`, or take them from the driver, which draws them
+    one transition ahead (`sampler.Lane.z`)."""
+    return counter_rng.normal(key, jnp.arange(d), 0, dtype)
 
 
 def sample_momentum(z, inverse_mass):

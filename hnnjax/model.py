@@ -209,9 +209,14 @@ def logdensity(parametrization: str):
 
 
 def constrain(position, parametrization: str):
-    """Map positions (..., 2 + J) to (mu, tau, theta) with shapes (...), (...), (..., J)."""
+    """Map positions (..., 2 + J) to (mu, tau, theta) with shapes (...), (...), (..., J).
+
+    Host only (numpy in and out, not traceable): a fresh process would otherwise compile
+    a small program for each of its operations (about 25 ms each).
+    """
+    position = np.asarray(position)
     mu, log_tau, z = position[..., 0], position[..., 1], position[..., 2:]
-    tau = jnp.exp(log_tau)
+    tau = np.exp(log_tau)
     if parametrization == "noncentered":
         theta = mu[..., None] + tau[..., None] * z
     elif parametrization == "centered":

@@ -77,9 +77,9 @@ import jax.numpy as jnp
 
 from . import counter_rng
 from .packing import pack_scalars
-from .integrators import IntegratorState, kinetic_energy, leapfrog, sample_momentum
+from .integrators import IntegratorState, kinetic_energy, leapfrog, momentum_normals, sample_momentum
 
-__all__ = ["NUTS", "Proposal", "TreeState", "init", "advance", "finish", "Info"]
+__all__ = ["NUTS", "Proposal", "TreeState", "init", "idle", "advance", "finish", "Info"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class TreeState(NamedTuple):
     they index from the end, so they also work on a batch of trees (leading lane axis).
     """
 
-    key: jax.Array  # two uint32 words for the per-leaf counter-based uniforms
+    key: jax.Array  # (3,) uint32 counter_rng key of the per-leaf uniforms
     directions: jax.Array  # (max_depth,) +1/-1 for each depth, drawn at the start
     ints: jax.Array  # (3,) int32: depth, leaf (index in the current subtree), n_steps
     flags: jax.Array  # (2,) bool: diverging, done
@@ -185,15 +185,17 @@ def _continues(p_sharp_a, p_sharp_b, rho):
 LOOP_CHECKS_MIN_DIM = 64
 
 
-def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeState:
+def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS, z=None) -> TreeState:
     """Start a transition from `chain`: draw the momentum and the doubling directions.
 
-    `key` is a `counter_rng` key (two uint32 words) for this transition.
+    `key` is a `counter_rng` key for this transition (the driver's `counter_rng.transition`);
+    it uses streams 0 (momentum), 1 (directions) and 2 (the leaves' uniforms). `z`: the
+    momentum's normals, `momentum_normals(key, d, dtype)`, if the caller drew them.
     """
     del step_size
     dtype = chain.position.dtype
     d = inverse_mass.shape[-1]
-    z = counter_rng.normal(key, jnp.arange(d), 0, dtype)
+    z = momentum_normals(key, d, dtype) if z is None else z
     p0 = sample_momentum(z, inverse_mass)
     energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
     dir_bits, _ = counter_rng.bits(key, jnp.arange(config.max_depth), 1)
@@ -204,7 +206,7 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeS
     edge = jnp.stack([chain.position, p0, chain.grad])
     prop = jnp.stack([chain.position, chain.grad])
     return TreeState(
-        key=counter_rng.derive(key, 0, 2),
+        key=counter_rng.substream(key, 2),
         directions=directions,
         ints=jnp.zeros((3,), jnp.int32),
         flags=jnp.zeros((2,), bool),
@@ -213,6 +215,31 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS) -> TreeS
         props=jnp.stack([prop, prop]),
         vecs=jnp.stack([p0, jnp.zeros_like(p0), p0]),
         ckpt=jnp.zeros((config.max_depth, 3, d), dtype),
+    )
+
+
+def idle(chain: ChainState, config: NUTS) -> TreeState:
+    """A transition that has already ended and proposes `chain` (no leapfrog step, no
+    random number). The drivers start their lanes from it (`sampler._lane_start`), so
+    that transition 0 begins in the restart code like every later one and the program
+    holds one copy of `init`.
+    """
+    dtype = chain.position.dtype
+    lp = chain.logdensity.astype(dtype)
+    zero = jnp.zeros((), dtype)
+    floats = jnp.stack([-lp, zero, jnp.full((), -jnp.inf, dtype), zero, lp, lp, lp, -lp, lp, -lp])
+    edge = jnp.stack([chain.position, jnp.zeros_like(chain.position), chain.grad])
+    prop = jnp.stack([chain.position, chain.grad])
+    return TreeState(
+        key=jnp.zeros((3,), jnp.uint32),
+        directions=jnp.ones((config.max_depth,), jnp.int32),
+        ints=jnp.zeros((3,), jnp.int32),
+        flags=jnp.array([False, True]),
+        floats=floats,
+        edges=jnp.stack([edge, edge]),
+        props=jnp.stack([prop, prop]),
+        vecs=jnp.zeros((3,) + chain.position.shape, dtype),
+        ckpt=jnp.zeros((config.max_depth, 3) + chain.position.shape, dtype),
     )
 
 
@@ -287,9 +314,11 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     lp_right = jnp.where(forward, new.logdensity, f[_F_LP_RIGHT])
 
     # Progressive uniform sampling of the subtree's proposal.
-    u_leaf, u_merge = counter_rng.uniform(tree.key, jnp.stack([2 * n_steps, 2 * n_steps + 1]), 0, p.dtype)
+    # One log of both uniforms: XLA keeps its result (log is expensive), so the Threefry
+    # rounds are compiled once; two logs, each of its element, compiled them twice.
+    log_u_leaf, log_u_merge = jnp.log(counter_rng.uniform(tree.key, jnp.stack([2 * n_steps, 2 * n_steps + 1]), 0, p.dtype))
     sub_log_weight = jnp.logaddexp(f[_F_SUB_LOG_W], log_w)
-    take = jnp.log(u_leaf) < log_w - sub_log_weight
+    take = log_u_leaf < log_w - sub_log_weight
     sub_xg = jnp.where(take, jnp.stack([new.position, new.grad]), tree.props[1])
     sub_lp = jnp.where(take, new.logdensity, f[_F_SUB_LP])
     sub_energy = jnp.where(take, energy, f[_F_SUB_ENERGY])
@@ -317,7 +346,7 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     merge = subtree_done & ~invalid
 
     # Merge the finished subtree into the trajectory (biased progressive sampling).
-    accept_sub = merge & (jnp.log(u_merge) < sub_log_weight - f[_F_LOG_W])
+    accept_sub = merge & (log_u_merge < sub_log_weight - f[_F_LOG_W])
     prop_xg = jnp.where(accept_sub, sub_xg, tree.props[0])
     prop_lp = jnp.where(accept_sub, sub_lp, f[_F_PROP_LP])
     prop_energy = jnp.where(accept_sub, sub_energy, f[_F_PROP_ENERGY])

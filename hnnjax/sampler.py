@@ -13,7 +13,7 @@ leapfrog step) and `finish`. A *lane* is one chain of one model. Two drivers run
   whose trajectory ended wait for the longest one.
 
 Both draw the same random numbers for the same lane and iteration (the transition key is
-`counter_rng.derive(lane key, iteration)`), so they produce the same draws; the tests check it.
+`counter_rng.transition(lane key, iteration)`), so they produce the same draws; the tests check it.
 
 ChEES-HMC adapts across the chains of a model, so its unit is a model (`_ModelSlot`: its
 chains, its adaptation state): `_run_chees_pool` (independent) runs models in a pool of
@@ -26,8 +26,8 @@ A model's draws therefore depend on its seed, its id and its padded size only.
 
 Compiled programs are cached per (static configuration, devices, shapes, dtypes) in the
 process, and on disk (unless HNNJAX_NO_PERSISTENT_CACHE is set; HNNJAX_CACHE_DIR, default
-~/.cache/hnnjax/xla): JAX's persistent compilation cache, and each program serialized
-with `jax.export` (`_lowered_program`), so a new process neither traces nor compiles it.
+~/.cache/hnnjax/xla) as serialized executables (`_compiled_program`), so a new process
+neither traces nor compiles it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import dataclasses
 import functools
 import hashlib
 import os
+import pickle
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -44,10 +46,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import serialize_executable
 
 from . import adaptation, chees, counter_rng, hmc, model, nuts
 from .data import Data
-from .integrators import kinetic_energy, leapfrog, sample_momentum, IntegratorState
+from .integrators import kinetic_energy, leapfrog, momentum_normals, sample_momentum, IntegratorState
 from .model import Prior
 from .nuts import ChainState, Info
 
@@ -99,6 +102,8 @@ class RunConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if int(self.warmup) < 0:
             raise ValueError(f"warmup: must be >= 0, got {self.warmup}")
+        if int(self.warmup) + int(self.draws) >= 2**32 // counter_rng.TRANSITION_STREAMS - 1:
+            raise ValueError("warmup + draws: must be below 2**29 - 1 (the transitions' random streams)")
         if not 0.0 < float(self.target_accept) < 1.0:
             raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept}")
 
@@ -144,6 +149,10 @@ class Lane(NamedTuple):
     adapt: adaptation.AdaptationState
     trans: Any
     t: jax.Array
+    # The momentum normals of transition t + 1, drawn one restart ahead: XLA keeps them in
+    # the loop state, where drawn in the restart that uses them, XLA compiled the Threefry
+    # rounds and the inverse error function into each of the three kernels reading them.
+    z: jax.Array
 
 
 class Record(NamedTuple):
@@ -166,57 +175,73 @@ def _logdensity_and_grad(config: RunConfig, data, prior):
     return jax.value_and_grad(lambda x: config.target.logdensity(x, data, prior))
 
 
-def _initial_step_size(key, chain: ChainState, inverse_mass, ldg, max_iter=100):
-    """Stan's init_stepsize heuristic: double or halve eps (from 1) until the one-step
-    acceptance probability crosses 0.8 (Hoffman & Gelman 2014, Algorithm 4)."""
-    dtype = chain.position.dtype
+def _start(key, position, inverse_mass, ldg, max_iter=100) -> tuple[ChainState, jax.Array]:
+    """The chain's starting state and Stan's init_stepsize heuristic, in one loop.
+
+    The heuristic doubles or halves eps (from 1) until the one-step acceptance probability
+    crosses 0.8 (Hoffman & Gelman 2014, Algorithm 4). Trip -1 is a leapfrog step of size 0
+    with zero momentum: it leaves the position as it is and evaluates the log density and
+    gradient there. Trip 0 draws a momentum and sets the direction from eps = 1; trips
+    1..max_iter search. One gradient in the program instead of three: each costs about
+    0.2 s of XLA compile time (eight schools, measured with `sampler._compiler_options`).
+    Each trip draws the next trip's normals (as `Lane.z` does for transitions).
+    """
+    dtype = position.dtype
+    d = inverse_mass.shape[-1]
     log_target = jnp.log(jnp.asarray(0.8, dtype))
 
-    def log_accept(eps, i):
-        z = counter_rng.normal(key, i * inverse_mass.shape[-1] + jnp.arange(inverse_mass.shape[-1]), 3, dtype)
-        p = sample_momentum(z, inverse_mass)
-        h0 = -chain.logdensity + kinetic_energy(p, inverse_mass)
-        new = leapfrog(IntegratorState(chain.position, p, chain.logdensity, chain.grad), eps, inverse_mass, ldg)
-        h = -new.logdensity + kinetic_energy(new.momentum, inverse_mass)
-        return jnp.where(jnp.isnan(h), -jnp.inf, h0 - h)
-
-    eps0 = jnp.ones((), dtype)
-    direction = jnp.where(log_accept(eps0, 0) > log_target, 2.0, 0.5).astype(dtype)
-
     def cond(c):
-        i, eps, crossed = c
-        return ~crossed & (i < max_iter)
+        i, *_, crossed = c
+        return ~crossed & (i <= max_iter)
 
     def body(c):
-        i, eps, _ = c
-        la = log_accept(eps, i + 1)
-        crossed = jnp.where(direction > 1, ~(la > log_target), ~(la < log_target))
-        return i + 1, jnp.where(crossed, eps, eps * direction), crossed
+        i, z, lp, grad, eps, direction, _ = c
+        first = i < 0
+        z_next = counter_rng.normal(key, (i + 1) * d + jnp.arange(d), 3, dtype)
+        p = jnp.where(first, 0.0, sample_momentum(z, inverse_mass))
+        h0 = -lp + kinetic_energy(p, inverse_mass)
+        new = leapfrog(IntegratorState(position, p, lp, grad), jnp.where(first, 0.0, eps), inverse_mass, ldg)
+        h = -new.logdensity + kinetic_energy(new.momentum, inverse_mass)
+        la = jnp.where(jnp.isnan(h), -jnp.inf, h0 - h)
+        direction = jnp.where(i == 0, jnp.where(la > log_target, 2.0, 0.5).astype(dtype), direction)
+        crossed = (i > 0) & jnp.where(direction > 1, ~(la > log_target), ~(la < log_target))
+        eps = jnp.where((i > 0) & ~crossed, eps * direction, eps)
+        return (i + 1, z_next, jnp.where(first, new.logdensity, lp), jnp.where(first, new.grad, grad),
+                eps, direction, crossed)
 
-    _, eps, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0, jnp.zeros((), bool)))
-    return jnp.clip(eps, 1e-6, 1e3)
+    zero = jnp.zeros((), dtype)
+    init = (jnp.full((), -1, jnp.int32), jnp.zeros_like(position), zero, jnp.zeros_like(position),
+            jnp.ones((), dtype), zero, jnp.zeros((), bool))
+    _, _, lp, grad, eps, _, _ = jax.lax.while_loop(cond, body, init)
+    return ChainState(position, lp, grad), jnp.clip(eps, 1e-6, 1e3)
 
 
-def _lane_init(words, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
-    """Start a chain: uniform(-r, r) position (Stan), step-size heuristic, first transition."""
+def _lane_start(words, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
+    """A chain before its first transition: uniform(-r, r) position (Stan), the step-size
+    heuristic, and an ended transition (`kmod.idle`) at t = -1, so that the next restart
+    begins transition 0 and applies no warmup update."""
     ldg = _logdensity_and_grad(config, data, prior)
     kmod = _kernel_module(config.kernel)
     live = config.target.live(data)
     dtype = live.dtype
     r = config.init_radius
     position = live * (2.0 * r * counter_rng.uniform(words, jnp.arange(live.shape[-1]), 4, dtype) - r)
-    lp, grad = ldg(position)
-    chain = ChainState(position, lp, grad)
     inverse_mass = live
-    step_size = _initial_step_size(words, chain, inverse_mass, ldg)
+    chain, step_size = _start(words, position, inverse_mass, ldg)
     adapt = adaptation.adaptation_init(step_size, inverse_mass)
-    trans = kmod.init(_transition_key(words, 0), chain, step_size, inverse_mass, config.kernel)
-    return Lane(words, target.astype(dtype), chain, adapt, trans, jnp.zeros((), jnp.int32))
+    z = momentum_normals(_transition_key(words, 0), live.shape[-1], dtype)
+    return Lane(words, target.astype(dtype), chain, adapt, kmod.idle(chain, config.kernel),
+                jnp.full((), -1, jnp.int32), z)
+
+
+def _lane_init(words, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
+    """A chain at the start of transition 0 (the synchronized driver's lanes)."""
+    return _complete(_lane_start(words, target, data, prior, config), data, prior, config)[0]
 
 
 def _transition_key(words, t):
     """Key of the lane's transition t: depends on the lane key and t only."""
-    return counter_rng.derive(words, t, 5)
+    return counter_rng.transition(words, t)
 
 
 def _schedule(config: RunConfig):
@@ -243,21 +268,25 @@ def _finish(lane: Lane, config: RunConfig) -> tuple[ChainState, Info, Record]:
 
 
 def _restart(lane: Lane, chain: ChainState, info: Info, data, prior, config: RunConfig) -> Lane:
-    """Apply the warmup update of iteration t and start transition t + 1."""
+    """Apply the warmup update of iteration t (none at t = -1, before transition 0) and
+    start transition t + 1."""
     live = config.target.live(data)
     adapt = adaptation.adaptation_update(
         lane.adapt, lane.t, chain.position, info.accept_stat, lane.target,
         _schedule(config), live, config.warmup,
     )
+    adapt = _select(lane.t >= 0, adapt, lane.adapt)
     t = lane.t + 1
     kmod = _kernel_module(config.kernel)
-    trans = kmod.init(_transition_key(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel)
+    trans = kmod.init(_transition_key(lane.key, t), chain, adapt.step_size, adapt.inverse_mass, config.kernel,
+                      z=lane.z)
     if kmod is nuts:
         # No U-turn check reads a checkpoint row before a leaf of the same subtree wrote
         # it (nuts module docstring), so the finished tree's table serves the next one:
         # a restart neither writes zeros nor selects the table (same draws).
         trans = trans._replace(ckpt=lane.trans.ckpt)
-    return Lane(lane.key, lane.target, chain, adapt, trans, t)
+    z = momentum_normals(_transition_key(lane.key, t + 1), lane.z.shape[-1], lane.z.dtype)
+    return Lane(lane.key, lane.target, chain, adapt, trans, t, z)
 
 
 def _complete(lane: Lane, data, prior, config: RunConfig) -> tuple[Lane, Record]:
@@ -287,11 +316,12 @@ def _empty_task_records(n_tasks: int, d: int, dtype, config: RunConfig):
 
 
 def _write_tasks(buffers, record: Record, task, t, keep, config: RunConfig):
-    """Store each lane's record at (task, t) where `keep`; other writes go out of range
-    and are dropped, so no buffer is ever copied or selected whole."""
+    """Store each lane's record at (task, t) where `keep` and t >= 0 (t = -1 is a lane's
+    start, `_lane_start`); other writes go out of range and are dropped, so no buffer is
+    ever copied or selected whole."""
     draws, stats = buffers
     n_tasks = stats.shape[0]
-    row = jnp.where(keep, task, n_tasks)
+    row = jnp.where(keep & (t >= 0), task, n_tasks)
     t_draw = jnp.where(t >= config.warmup, t - config.warmup, config.draws)
     draws = draws.at[row, t_draw].set(jnp.stack([record.position, record.divergence_position], -2), mode="drop")
     row_stats = jnp.stack([getattr(record, name).astype(stats.dtype) for name in _STATS], -1)
@@ -383,7 +413,9 @@ def _run_independent(words, target, data, prior, n_lanes: int, config: RunConfig
     # operands XLA copies: eight schools, 4 chains, 1000 + 1000, one core, 0.182 s
     # against 0.162 s a run.
     queue = n_tasks > n_lanes
-    init = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, config))
+    # Lanes start at t = -1 with an ended transition: the first loop trip starts
+    # transition 0 in the restart code, which the program then holds once.
+    init = jax.vmap(lambda w, a, d, p: _lane_start(w, a, d, p, config))
     advance = jax.vmap(lambda ln, d, p: _advance(ln, d, p, config))
     finish = jax.vmap(lambda ln: _finish(ln, config))
     restart = jax.vmap(lambda ln, ch, inf, dd, pp: _restart(ln, ch, inf, dd, pp, config))
@@ -578,7 +610,7 @@ def _chees_model_init(words, target, data, prior, config: RunConfig) -> _ModelSl
     """A model's chains (the inputs are (C, ...)): Stan's initial points and step-size
     heuristic per chain, eps0 their geometric mean, T0 = eps0; then transition 0."""
     hmc_run = dataclasses.replace(config, kernel=_chees_hmc(config))
-    lanes = jax.vmap(lambda w, a, d, p: _lane_init(w, a, d, p, hmc_run))(words, target, data, prior)
+    lanes = jax.vmap(lambda w, a, d, p: _lane_start(w, a, d, p, hmc_run))(words, target, data, prior)
     live = config.target.live(jax.tree.map(lambda a: a[0], data))
     eps0 = jnp.exp(jnp.mean(jnp.log(lanes.adapt.step_size)))
     state = chees.init(eps0, lanes.chain.position, live)
@@ -795,23 +827,10 @@ def _traced_program(keys, target, data, prior, config):
 
 
 def _cache_dir() -> str | None:
-    """hnnjax's cache directory, or None when the persistent caches are off."""
+    """hnnjax's cache directory, or None when the cache on disk is off."""
     if os.environ.get("HNNJAX_NO_PERSISTENT_CACHE"):
         return None
     return os.environ.get("HNNJAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "hnnjax", "xla"))
-
-
-def _enable_persistent_cache():
-    path = _cache_dir()
-    if path is None or jax.config.jax_compilation_cache_dir:
-        return
-    try:
-        os.makedirs(path, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    except Exception:  # a read-only home must not stop sampling
-        pass
 
 
 _SOURCE_HASH: list = []
@@ -830,56 +849,110 @@ def _source_hash() -> str:
     return _SOURCE_HASH[0]
 
 
-def _lowered_program(signature: str, build, args, device):
-    """`build()`'s jitted function lowered for `args`, through a serialized `jax.export`
-    copy on disk.
+def _machine_fingerprint(device) -> str:
+    """What a compiled program depends on beyond its signature and hnnjax's source: the
+    jaxlib and optax versions, JAX's 64-bit mode and XLA_FLAGS, the platform and its
+    version, the device kind and, on CPU, the instruction set (XLA compiles for the
+    host's CPU features, so a cache directory shared between machines must not mix
+    programs)."""
+    import importlib.metadata
+    import platform as host
 
-    A new process then skips tracing the program (about a second) as well as compiling it
-    (JAX's persistent cache): it reads the exported StableHLO and compiles that, which the
-    compilation cache serves. The file name hashes the signature, the package source and
-    the JAX version. A file that cannot be read or lowered here (another JAX's, another
-    platform's) is replaced; if exporting fails, the program is traced as usual.
-    """
+    import jaxlib
+
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        optax_version = importlib.metadata.version("optax")
+    parts = [jaxlib.__version__, locals().get("optax_version", ""), str(jax.config.jax_enable_x64),
+             os.environ.get("XLA_FLAGS", ""), device.platform, str(getattr(device.client, "platform_version", "")),
+             str(getattr(device, "device_kind", "")), host.machine()]
+    if device.platform == "cpu":
+        with contextlib.suppress(OSError):
+            with open("/proc/cpuinfo") as f:
+                parts += sorted({ln for ln in f if ln.startswith(("flags", "model name"))})
+    return "\n".join(parts)
+
+
+def _executable_path(signature: str, device) -> str | None:
     folder = _cache_dir()
     if folder is None:
-        return build().lower(*args)
-    path = os.path.join(folder, "exported", hashlib.sha256((signature + _source_hash()).encode()).hexdigest() + ".bin")
+        return None
+    key = hashlib.sha256((signature + _source_hash() + _machine_fingerprint(device)).encode()).hexdigest()
+    return os.path.join(folder, "programs", key + ".bin")
 
-    def calling(exported):  # the exported program takes the flat list of input arrays
-        return jax.jit(lambda *a: exported.call(*jax.tree.leaves(a)))
 
+def _load_executable(path: str, devices):
+    """The compiled program saved at `path`, or None.
+
+    A saved program is a pickle, which can run code when loaded: only files owned by
+    this user are read (the folder is created private, mode 0o700). A file whose
+    checksum does not match (truncated, torn) is deleted and the program compiled again;
+    one that fails to load for another reason (other devices) is left alone.
+    """
     try:
+        if os.stat(path).st_uid != os.getuid():
+            return None
         with open(path, "rb") as f:
-            return calling(jax.export.deserialize(bytearray(f.read()))).lower(*args)
-    except FileNotFoundError:
-        pass
-    except Exception:  # unusable here: write it afresh below
+            blob = f.read()
+    except (FileNotFoundError, AttributeError):  # AttributeError: no os.getuid (Windows)
+        return None
+    except OSError:
+        return None
+    digest, body = blob[:32], blob[32:]
+    if hashlib.sha256(body).digest() != digest:
         with contextlib.suppress(OSError):
             os.remove(path)
-    fn = build()
-    leaves, treedef = jax.tree.flatten(args)
+        return None
     try:
-        exported = jax.export.export(jax.jit(lambda *a: fn(*jax.tree.unflatten(treedef, a))),
-                                     platforms=[_export_platform(device)])(*leaves)
-        lowered = calling(exported).lower(*args)
-    except Exception:  # e.g. a platform jax.export does not name
-        return fn.lower(*args)
-    with contextlib.suppress(OSError):  # e.g. a read-only cache directory
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(exported.serialize())
+        payload, in_tree, out_tree = pickle.loads(body)
+        compiled = serialize_executable.deserialize_and_load(
+            payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
+    except Exception:
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: `_save_executable` evicts the least recent
+    return compiled
+
+
+# Programs kept on disk (about 1.3 MB each for eight schools); the least recently used
+# beyond this are deleted, and temporary files an hour old (left by a crash).
+MAX_SAVED_PROGRAMS = 64
+
+
+def _save_executable(path: str, compiled):
+    """Write the compiled program: sha256 of the pickle, then the pickle, through a
+    temporary file renamed into place (a platform that cannot serialize it, or a
+    read-only cache directory, only means the next process compiles again)."""
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        payload, in_tree, out_tree = serialize_executable.serialize(compiled)
+        body = pickle.dumps((payload, in_tree, out_tree))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(body).digest() + body)
         os.replace(tmp, path)
-    return lowered
+        tmp = None
+    except Exception:
+        return
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+    names = os.listdir(folder)
+    saved = sorted((os.path.join(folder, n) for n in names if n.endswith(".bin")), key=_mtime)
+    stale = [os.path.join(folder, n) for n in names if n.endswith(".tmp")
+             and time.time() - _mtime(os.path.join(folder, n)) > 3600]
+    for old in saved[:-MAX_SAVED_PROGRAMS] + stale:
+        with contextlib.suppress(OSError):
+            os.remove(old)
 
 
-def _export_platform(device) -> str:
-    """`jax.export`'s name for the device's platform: a CUDA or ROCm device says "gpu"
-    (seen on an H100), `jax.export` wants "cuda" or "rocm"."""
-    if device.platform != "gpu":
-        return device.platform
-    version = str(getattr(device.client, "platform_version", "")).lower()
-    return next((name for name in ("cuda", "rocm") if name in version), device.platform)
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
 
 
 def model_keys(seed: int, model_ids) -> np.ndarray:
@@ -953,45 +1026,82 @@ def _placement(devices):
     return jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("tasks",)), jax.sharding.PartitionSpec("tasks"))
 
 
-def _compiler_options(platform: str) -> dict:
-    """XLA options of hnnjax's programs.
+def _compiler_options(platform: str, config: RunConfig | None = None) -> dict:
+    """XLA options of hnnjax's programs (CPU only; programs are cached per options).
 
-    CPU: no YNNPACK fusions. XLA hands the U-turn checks' small reductions (lanes x levels
-    x d, summed over d = 10) to YNNPACK; XLA's own fused loop does them faster. Measured
-    (the A/B of `_restart_slots`): 7.4 s without YNNPACK fusions against 9.9 s with them at
-    256 lanes; the same at 4 lanes (eight schools, float64: 0.212 s either way). Programs
-    are cached per options, so this splits no cache.
+    - No YNNPACK fusions. XLA hands the U-turn checks' small reductions (lanes x levels x
+      d, summed over d = 10) to YNNPACK; XLA's own fused loop does them faster. Measured
+      (the A/B of `_restart_slots`): 7.4 s without YNNPACK fusions against 9.9 s with them
+      at 256 lanes; the same at 4 lanes (eight schools, float64: 0.212 s either way).
+    - NUTS: XLA's classic loop emitters, not the MLIR fusion emitters: the same run time,
+      about 0.75 s less compile time for eight schools (XLA 1.15-1.22 s against
+      1.89-2.01 s, fresh processes). Not for HMC and ChEES: with them, XLA did not
+      finish compiling HMC's queued program (12 models on 4 lanes) in 100 s. Every NUTS
+      program uses the same emitters, so a model's NUTS draws still do not depend on the
+      batch (the emitters round differently from each other). A jaxlib that lacks an
+      option is told nothing of it (`_compile`).
     """
-    return {"xla_cpu_experimental_ynn_fusion_type": ""} if platform == "cpu" else {}
+    if platform != "cpu":
+        return {}
+    options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    if config is not None and isinstance(config.kernel, nuts.NUTS):
+        options["xla_cpu_use_fusion_emitters"] = False
+    return options
+
+
+def _compile(lowered, platform: str, config: RunConfig | None = None):
+    """Compile with `_compiler_options`, dropping options this jaxlib does not know."""
+    options = _compiler_options(platform, config)
+    while True:
+        try:
+            return lowered.compile(options)
+        except Exception as err:  # jaxlib raises JaxRuntimeError("No such compile option: 'name'")
+            unknown = [k for k in options if f"No such compile option: '{k}'" in str(err)]
+            if not unknown:
+                raise
+            options = {k: v for k, v in options.items() if k not in unknown}
 
 
 def _compiled_program(config: RunConfig, args, devices):
-    """The program for these shapes and devices, cached in-process and on disk; compile
-    seconds (0 if cached in-process). `args` must already be placed with `_placement`."""
+    """The program for these shapes and devices, cached in-process and on disk; seconds
+    spent compiling or loading it (0 if cached in-process). `args` must already be placed
+    with `_placement`.
+
+    On disk (`_cache_dir`) the compiled executable itself is saved, keyed by the
+    signature, the package source and the machine (`_machine_fingerprint`): a new process
+    loads it and neither traces, lowers nor compiles (eight schools, 2 CPU devices: 0.13-0.16 s
+    to load against 1.9 s to trace and compile). This is what JAX's persistent
+    compilation cache stores too, but JAX's key is a hash of the lowered program, so
+    reading its cache needs the program traced and lowered first (about 0.6 s here).
+    """
     signature = repr((config, [str(d) for d in devices], jax.tree.map(lambda a: (a.shape, str(a.dtype)), args)))
     compiled = _COMPILED.get(signature)
     if compiled is not None:
         return compiled, 0.0
     t0 = time.perf_counter()
-
-    def build():
-        if len(devices) == 1:
-            return jax.jit(functools.partial(_traced_program, config=config))
-        # Every device runs the same program on its own block of tasks, with its own loop
-        # (no collectives: a device stops when its own tasks are done).
-        sharding = _placement(devices)
-
-        def local(keys, target, data, prior):
-            out, n_iter = _traced_program(keys, target, data, prior, config)
-            return out, n_iter[None]
-
-        return jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
-                                     check_vma=False))
-
-    platform = devices[0].platform
-    compiled = _lowered_program(signature, build, args, devices[0]).compile(_compiler_options(platform))
+    path = _executable_path(signature, devices[0])
+    compiled = _load_executable(path, devices) if path else None
+    if compiled is None:
+        compiled = _compile(_build(config, devices).lower(*args), devices[0].platform, config)
+        if path:
+            _save_executable(path, compiled)
     _COMPILED[signature] = compiled
     return compiled, time.perf_counter() - t0
+
+
+def _build(config: RunConfig, devices):
+    """The jitted program: one device, or every device running it on its own block of
+    tasks, with its own loop (no collectives: a device stops when its own tasks are done)."""
+    if len(devices) == 1:
+        return jax.jit(functools.partial(_traced_program, config=config))
+    sharding = _placement(devices)
+
+    def local(keys, target, data, prior):
+        out, n_iter = _traced_program(keys, target, data, prior, config)
+        return out, n_iter[None]
+
+    return jax.jit(jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
+                                 check_vma=False))
 
 
 def run(keys, data, prior, config: RunConfig, devices=None):
@@ -1007,7 +1117,6 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     device), `lanes` (all devices), `lane_iterations` (the lane-steps computed, summed over
     devices: the useful-step share is sum(n_steps) / lane_iterations) and `devices`.
     """
-    _enable_persistent_cache()
     devices = local_devices(devices)
     config = config.for_platform(devices[0].platform)
     n_models = int(keys.shape[0])

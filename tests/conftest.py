@@ -3,9 +3,9 @@
 Tests that exercise float32 pass `dtype=jnp.float32` (or build float32 arrays) explicitly;
 everything else runs in float64 so that reference comparisons are tight. The suite runs
 on one CPU device whatever calls `use_cpu_cores` later (the CLI does); runs on two
-devices happen in a subprocess (tests/test_devices.py). hnnjax's caches on disk (XLA's
-compilation cache and the exported programs) go to a fresh directory per session, so
-that compile-count checks do not depend on earlier runs.
+devices happen in a subprocess (tests/test_devices.py). hnnjax's cache on disk (its
+compiled programs) goes to a fresh directory per session, so that compile-count checks do
+not depend on earlier runs.
 """
 
 import os

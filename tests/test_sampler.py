@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import hnnjax
-from hnnjax import diagnostics, sampler
+from hnnjax import counter_rng, diagnostics, nuts, sampler
+from hnnjax.integrators import momentum_normals
 
 SCHOOLS = hnnjax.datasets.eight_schools()
 EXACT = hnnjax.exact(SCHOOLS)
@@ -272,7 +273,7 @@ def test_to_arviz_round_trip():
 
 
 def test_a_new_process_reuses_the_saved_program(tmp_path):
-    """The second process reads the exported program: it traces nothing, draws the same."""
+    """The second process loads the saved program: it traces nothing, draws the same."""
     script = textwrap.dedent("""
         import numpy as np
         import hnnjax
@@ -291,7 +292,7 @@ def test_a_new_process_reuses_the_saved_program(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         traces.append(int(proc.stdout.split("traces")[1]))
     assert traces == [1, 0]
-    assert len(list((tmp_path / "cache" / "exported").glob("*.bin"))) == 1
+    assert len(list((tmp_path / "cache" / "programs").glob("*.bin"))) == 1
     np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
 
 
@@ -339,28 +340,38 @@ def test_blockwise_equals_vmap(n, width):
         np.testing.assert_array_equal(g[:1], a)
 
 
-class _FakeDevice:
-    def __init__(self, platform, version=""):
-        self.platform = platform
-        self.client = type("Client", (), {"platform_version": version})()
+def test_unknown_compiler_options_are_dropped(monkeypatch):
+    """A jaxlib that does not know one of `_compiler_options` (XLA renames them) still
+    compiles, without it."""
+    known = sampler._compiler_options("cpu", sampler.RunConfig())
+    assert known["xla_cpu_use_fusion_emitters"] is False
+    assert "xla_cpu_use_fusion_emitters" not in sampler._compiler_options("cpu", sampler.RunConfig(kernel=hnnjax.HMC()))
+    monkeypatch.setattr(sampler, "_compiler_options",
+                        lambda platform, config=None: {**known, "xla_no_such_option_hnnjax": True})
+    lowered = jax.jit(lambda x: 2.0 * x).lower(jnp.ones(3))
+    np.testing.assert_array_equal(sampler._compile(lowered, "cpu")(jnp.ones(3)), 2.0 * np.ones(3))
 
 
-def test_export_platform_names():
-    """A CUDA device says "gpu", but `jax.export` wants "cuda" (found on an H100)."""
-    assert sampler._export_platform(_FakeDevice("cpu")) == "cpu"
-    assert sampler._export_platform(_FakeDevice("gpu", "PJRT C API\ncuda 13000")) == "cuda"
-    assert sampler._export_platform(_FakeDevice("gpu", "rocm 6.2")) == "rocm"
+def test_saved_programs_are_keyed_by_signature_and_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("HNNJAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
+    device = jax.devices()[0]
+    a, b = sampler._executable_path("a", device), sampler._executable_path("b", device)
+    assert a != b and a == sampler._executable_path("a", device) and a.startswith(str(tmp_path))
+    monkeypatch.setattr(sampler, "_machine_fingerprint", lambda device: "another machine")
+    assert sampler._executable_path("a", device) != a
+    monkeypatch.setenv("HNNJAX_NO_PERSISTENT_CACHE", "1")
+    assert sampler._executable_path("a", device) is None
 
 
 def test_unusable_saved_program_is_replaced(tmp_path, monkeypatch):
-    """A saved program that cannot be read or lowered here (another platform's, say: a CUDA
-    device once saved one for "gpu", which `jax.export` cannot lower) is traced afresh and
-    written again; the draws are those of a normal run."""
+    """A saved program that cannot be loaded here (a truncated file, another jaxlib's) is
+    compiled afresh and written again; the draws are those of a normal run."""
     monkeypatch.setenv("HNNJAX_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
     monkeypatch.setattr(sampler, "_COMPILED", {})
     ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
-    (saved,) = (tmp_path / "exported").glob("*.bin")
+    (saved,) = (tmp_path / "programs").glob("*.bin")
     saved.write_bytes(b"not a program")
     monkeypatch.setattr(sampler, "_COMPILED", {})
     traces = sampler.TRACE_COUNT["program"]
@@ -388,3 +399,64 @@ def test_for_platform_fills_only_what_is_open():
         sampler.RunConfig(block_lanes=0)
     with pytest.raises(ValueError, match="chains: ChEES"):
         sampler.RunConfig(kernel=hnnjax.ChEES(), chains=1)
+
+
+@pytest.mark.parametrize("kernel", [hnnjax.NUTS(), hnnjax.HMC()])
+def test_idle_transition_proposes_its_chain(kernel):
+    """A lane starts from an ended transition whose draw is its starting state (also
+    with lp = -inf for HMC, whose idle trajectory is accepted)."""
+    kmod = sampler._kernel_module(kernel)
+    x = jnp.linspace(-1.0, 1.0, 5)
+    for lp in (-3.5, -jnp.inf):
+        chain = nuts.ChainState(x, jnp.asarray(lp), 2.0 * x)
+        tree = kmod.idle(chain, kernel)
+        assert bool(tree.done)
+        got, info = kmod.finish(tree, jnp.ones(5))
+        for g, w in zip(got, chain):
+            np.testing.assert_array_equal(g, w)
+        assert not bool(info.diverging)
+
+
+def test_first_restart_starts_transition_zero_without_adapting():
+    """`_lane_start` then `_complete`: the warmup state is untouched, transition 0 is
+    `init` with the transition-0 key, and the next momentum is drawn for transition 1."""
+    config = sampler.RunConfig(chains=1, warmup=10, draws=5)
+    gd = hnnjax.data.stack([SCHOOLS], 8)
+    data = jax.tree.map(lambda a: jnp.asarray(a)[0], gd)
+    prior = hnnjax.Prior.default()
+    words = jnp.asarray(sampler.lane_inputs(sampler.model_keys(3, [0]), gd, prior, 1)[0][0])
+    lane = sampler._lane_start(words, jnp.asarray(0.8), data, prior, config)
+    assert int(lane.t) == -1
+    after, _ = sampler._complete(lane, data, prior, config)
+    assert int(after.t) == 0
+    for a, b in zip(after.adapt, lane.adapt):
+        np.testing.assert_array_equal(a, b)
+    want = nuts.init(counter_rng.transition(words, 0), lane.chain, lane.adapt.step_size, lane.adapt.inverse_mass,
+                     config.kernel)
+    for a, b in zip(after.trans, want):
+        np.testing.assert_array_equal(a, b)
+    d = lane.z.shape[-1]
+    np.testing.assert_array_equal(after.z, momentum_normals(counter_rng.transition(words, 1), d, lane.z.dtype))
+
+
+def test_torn_saved_program_is_compiled_again(tmp_path, monkeypatch):
+    """A saved program cut short fails its checksum: it is deleted, the program compiled
+    and written again; older programs beyond `MAX_SAVED_PROGRAMS` are evicted."""
+    monkeypatch.setenv("HNNJAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
+    (saved,) = (tmp_path / "programs").glob("*.bin")
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    traces = sampler.TRACE_COUNT["program"]
+    fit = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
+    assert sampler.TRACE_COUNT["program"] == traces + 1
+    np.testing.assert_array_equal(fit.draws["theta"], ref.draws["theta"])
+    assert sampler._load_executable(str(saved), jax.devices()[:1]) is not None
+    # eviction: keep the newest one
+    monkeypatch.setattr(sampler, "MAX_SAVED_PROGRAMS", 1)
+    monkeypatch.setattr(sampler, "_COMPILED", {})
+    hnnjax.sample(SCHOOLS, seed=5, **{**SMALL, "draws": SMALL["draws"] + 1})
+    (left,) = (tmp_path / "programs").glob("*.bin")
+    assert left != saved
