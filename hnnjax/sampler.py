@@ -149,9 +149,10 @@ class Lane(NamedTuple):
     adapt: adaptation.AdaptationState
     trans: Any
     t: jax.Array
-    # The momentum normals of transition t + 1, drawn one restart ahead: XLA keeps them in
-    # the loop state, where drawn in the restart that uses them, XLA compiled the Threefry
-    # rounds and the inverse error function into each of the three kernels reading them.
+    # The momentum normals of transition t + 1 (stream 0 of its key; transition 0's come
+    # from `_start`), drawn one restart ahead: XLA keeps them in the loop state, where
+    # drawn in the restart that uses them, XLA compiled the Threefry rounds and the
+    # inverse error function into each of the three kernels reading them.
     z: jax.Array
 
 
@@ -175,7 +176,7 @@ def _logdensity_and_grad(config: RunConfig, data, prior):
     return jax.value_and_grad(lambda x: config.target.logdensity(x, data, prior))
 
 
-def _start(key, position, inverse_mass, ldg, max_iter=100) -> tuple[ChainState, jax.Array]:
+def _start(key, position, inverse_mass, ldg, max_iter=100) -> tuple[ChainState, jax.Array, jax.Array]:
     """The chain's starting state and Stan's init_stepsize heuristic, in one loop.
 
     The heuristic doubles or halves eps (from 1) until the one-step acceptance probability
@@ -184,7 +185,9 @@ def _start(key, position, inverse_mass, ldg, max_iter=100) -> tuple[ChainState, 
     gradient there. Trip 0 draws a momentum and sets the direction from eps = 1; trips
     1..max_iter search. One gradient in the program instead of three: each costs about
     0.2 s of XLA compile time (eight schools, measured with `sampler._compiler_options`).
-    Each trip draws the next trip's normals (as `Lane.z` does for transitions).
+    Each trip draws the next trip's normals (as `Lane.z` does for transitions); the
+    last draw, which no trip used, is returned as transition 0's momentum normals (a
+    fresh draw of the chain's stream 3, so the program draws no normals outside loops).
     """
     dtype = position.dtype
     d = inverse_mass.shape[-1]
@@ -212,8 +215,8 @@ def _start(key, position, inverse_mass, ldg, max_iter=100) -> tuple[ChainState, 
     zero = jnp.zeros((), dtype)
     init = (jnp.full((), -1, jnp.int32), jnp.zeros_like(position), zero, jnp.zeros_like(position),
             jnp.ones((), dtype), zero, jnp.zeros((), bool))
-    _, _, lp, grad, eps, _, _ = jax.lax.while_loop(cond, body, init)
-    return ChainState(position, lp, grad), jnp.clip(eps, 1e-6, 1e3)
+    _, z_unused, lp, grad, eps, _, _ = jax.lax.while_loop(cond, body, init)
+    return ChainState(position, lp, grad), jnp.clip(eps, 1e-6, 1e3), z_unused
 
 
 def _lane_start(words, target, data: Data, prior: Prior, config: RunConfig) -> Lane:
@@ -227,9 +230,8 @@ def _lane_start(words, target, data: Data, prior: Prior, config: RunConfig) -> L
     r = config.init_radius
     position = live * (2.0 * r * counter_rng.uniform(words, jnp.arange(live.shape[-1]), 4, dtype) - r)
     inverse_mass = live
-    chain, step_size = _start(words, position, inverse_mass, ldg)
+    chain, step_size, z = _start(words, position, inverse_mass, ldg)
     adapt = adaptation.adaptation_init(step_size, inverse_mass)
-    z = momentum_normals(_transition_key(words, 0), live.shape[-1], dtype)
     return Lane(words, target.astype(dtype), chain, adapt, kmod.idle(chain, config.kernel),
                 jnp.full((), -1, jnp.int32), z)
 

@@ -419,7 +419,8 @@ def test_idle_transition_proposes_its_chain(kernel):
 
 def test_first_restart_starts_transition_zero_without_adapting():
     """`_lane_start` then `_complete`: the warmup state is untouched, transition 0 is
-    `init` with the transition-0 key, and the next momentum is drawn for transition 1."""
+    `init` with the transition-0 key and `_start`'s unused normals, and the next momentum
+    is drawn for transition 1."""
     config = sampler.RunConfig(chains=1, warmup=10, draws=5)
     gd = hnnjax.data.stack([SCHOOLS], 8)
     data = jax.tree.map(lambda a: jnp.asarray(a)[0], gd)
@@ -432,7 +433,7 @@ def test_first_restart_starts_transition_zero_without_adapting():
     for a, b in zip(after.adapt, lane.adapt):
         np.testing.assert_array_equal(a, b)
     want = nuts.init(counter_rng.transition(words, 0), lane.chain, lane.adapt.step_size, lane.adapt.inverse_mass,
-                     config.kernel)
+                     config.kernel, z=lane.z)
     for a, b in zip(after.trans, want):
         np.testing.assert_array_equal(a, b)
     d = lane.z.shape[-1]
