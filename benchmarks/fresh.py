@@ -130,6 +130,12 @@ def _importable(library: str) -> str | None:
     return None
 
 
+def _saved_programs(folder: str) -> int:
+    """Compiled programs hnnjax saved under `folder` (`hnnjax.sampler._executable_path`)."""
+    programs = os.path.join(folder, "programs")
+    return sum(name.endswith(".bin") for name in os.listdir(programs)) if os.path.isdir(programs) else 0
+
+
 def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool = True,
                 platform: str | None = None, log=print, **settings) -> list[dict]:
     rows = []
@@ -144,13 +150,17 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
         runs_of[lib] = runs_of.get(lib, 0) + 1
         extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
         log(f"fresh process: {lib} (run {runs_of[lib]})")
+        saved_before = _saved_programs(cache_dir)
         r = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
         r["run"] = runs_of[lib]
         if lib == "hnnjax":
             r["cache_dir_given"] = cache_dir
             seen = r.get("hnnjax_cache_dir")
-            r["cache_controlled"] = bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
-            r["cache_files_after"] = sum(len(f) for _, _, f in os.walk(cache_dir))
+            # controlled: hnnjax used the given folder, which was empty before its first run
+            # (cold) and held its program afterwards (what the warm run loads)
+            r["cache_files_after"] = _saved_programs(cache_dir)
+            r["cache_controlled"] = (bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
+                                     and (runs_of[lib] > 1 or saved_before == 0) and r["cache_files_after"] > 0)
         rows.append(r)
         if not r.get("ok"):
             log(f"  failed: {r.get('error')}")

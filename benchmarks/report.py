@@ -154,7 +154,7 @@ def _fresh_md(results) -> list[str]:
         if r["library"] == "hnnjax":
             note = ("persistent cache: " + ("fresh temp dir" if r.get("cache_controlled")
                                             else f"NOT controlled ({r.get('hnnjax_cache_dir')})"))
-            note += f", {r.get('cache_files_after', 0)} files after"
+            note += f", {r.get('cache_files_after', 0)} saved programs after"
         lines.append(f"| {r['library']} | {r.get('run', 1)} | {r['wall_s']:.2f} | {_f(r.get('import_s'), '{:.2f}')} "
                      f"| {_f(r.get('sample_s'), '{:.2f}')} | {note} |")
     return lines

@@ -171,14 +171,15 @@ def adaptation_init(step_size, inverse_mass) -> AdaptationState:
 def adaptation_update(
     state: AdaptationState, t, position, accept_stat, target, schedule, live, num_warmup
 ) -> AdaptationState:
-    """Adapt after warmup iteration `t` (a traced index); identity once t >= num_warmup.
+    """Adapt after warmup iteration `t` (a traced index); the identity for t < 0 (a chain
+    before its first transition, `sampler._lane_start`) and once t >= num_warmup.
 
     `schedule` holds the arrays of `warmup_schedule` (as jnp arrays, padded by one False
     entry so that indexing with t = num_warmup is safe); `live` is 1 for real coordinates and 0
     for padding, whose inverse mass stays 0.
     """
-    in_warmup = t < num_warmup
-    tt = jnp.minimum(t, schedule.slow.shape[0] - 1)
+    in_warmup = (t >= 0) & (t < num_warmup)
+    tt = jnp.clip(t, 0, schedule.slow.shape[0] - 1)
     slow = schedule.slow[tt] & in_warmup
     window_end = schedule.window_end[tt] & in_warmup
 

@@ -11,8 +11,8 @@ a pure function of (key, counter, stream): the Threefry counter words are (count
 offset + stream). `transition` gives transition t of a lane the lane's key with offset
 8 (t + 1), and `substream` moves a key's offset on: a transition's draws thus need no key
 of their own, which would cost a Threefry evaluation that XLA copies into every kernel
-reading a draw (eight schools: 0.2 s less compile time, 1.2 s against 1.4 s). `derive`
-makes an independent sub-key; `uniform` and `normal` draw values. The
+reading a draw (eight schools, fresh processes: XLA compile 1.24-1.26 s against
+1.37-1.45 s with derived keys). `uniform` and `normal` draw values. The
 lanes' key words come from the user's seed through `threefry2x32` on numpy arrays
 (`sampler.model_keys`, `sampler.lane_inputs`): it is plain operator arithmetic, so it
 runs on the host too, with no program to compile.
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["threefry2x32", "derive", "bits", "substream", "transition", "uniform", "normal"]
+__all__ = ["threefry2x32", "bits", "substream", "transition", "uniform", "normal"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
@@ -79,12 +79,6 @@ def transition(key, t) -> jax.Array:
         raise ValueError(f"key: a chain's key is two words, got shape {key.shape}")
     offset = (jnp.asarray(t).astype(jnp.uint32) + np.uint32(1)) * np.uint32(TRANSITION_STREAMS)
     return jnp.concatenate([key[:2], offset[None]])
-
-
-def derive(key, counter, stream: int) -> jax.Array:
-    """A sub-key (two words) for a scalar `counter`, like `jax.random.fold_in`."""
-    a, b = bits(key, counter, stream)
-    return jnp.stack([a, b])
 
 
 def _open_unit(words, dtype):

@@ -66,22 +66,11 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: HMC, num_steps
 
 
 def idle(chain: ChainState, config: HMC) -> Trajectory:
-    """A trajectory that has already ended at its start, `chain` (zero momentum, so it is
-    accepted: `finish` returns `chain`). The drivers start their lanes from it (see
-    `nuts.idle`)."""
-    del config
+    """A trajectory of no steps with zero momentum: it has ended at its start, `chain`,
+    which `finish` accepts. The drivers start their lanes from it (see `nuts.idle`)."""
     zero = jnp.zeros_like(chain.position)
-    return Trajectory(
-        key=jnp.zeros((3,), jnp.uint32),
-        energy0=-chain.logdensity,
-        start=chain,
-        state=IntegratorState(chain.position, zero, chain.logdensity, chain.grad),
-        n_steps=jnp.zeros((), jnp.int32),
-        num_steps=jnp.zeros((), jnp.int32),
-        diverging=jnp.zeros((), bool),
-        divergence_position=zero,
-        done=jnp.ones((), bool),
-    )
+    return init(jnp.zeros((3,), jnp.uint32), chain, None, jnp.ones_like(chain.position), config,
+                num_steps=0, z=zero)
 
 
 def advance(traj: Trajectory, step_size, inverse_mass, logdensity_and_grad, config: HMC) -> Trajectory:

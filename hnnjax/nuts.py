@@ -193,53 +193,44 @@ def init(key, chain: ChainState, step_size, inverse_mass, config: NUTS, z=None) 
     momentum's normals, `momentum_normals(key, d, dtype)`, if the caller drew them.
     """
     del step_size
-    dtype = chain.position.dtype
-    d = inverse_mass.shape[-1]
-    z = momentum_normals(key, d, dtype) if z is None else z
+    z = momentum_normals(key, inverse_mass.shape[-1], chain.position.dtype) if z is None else z
     p0 = sample_momentum(z, inverse_mass)
-    energy0 = -chain.logdensity + kinetic_energy(p0, inverse_mass)
     dir_bits, _ = counter_rng.bits(key, jnp.arange(config.max_depth), 1)
     directions = jnp.where((dir_bits >> 31) == 1, 1, -1).astype(jnp.int32)
+    return _tree(counter_rng.substream(key, 2), directions, chain, p0,
+                 -chain.logdensity + kinetic_energy(p0, inverse_mass), False, config)
+
+
+def idle(chain: ChainState, config: NUTS) -> TreeState:
+    """A transition that has already ended and proposes `chain` (zero momentum, no
+    leapfrog step, no random number). The drivers start their lanes from it
+    (`sampler._lane_start`), so that transition 0 begins in the restart code like every
+    later one and the program holds one copy of `init`.
+    """
+    return _tree(jnp.zeros((3,), jnp.uint32), jnp.ones((config.max_depth,), jnp.int32), chain,
+                 jnp.zeros_like(chain.position), -chain.logdensity, True, config)
+
+
+def _tree(key, directions, chain: ChainState, p0, energy0, done: bool, config: NUTS) -> TreeState:
+    """A tree of one state, `chain` with momentum `p0`, whose trajectory and subtree
+    proposals are that state; `done` marks it ended."""
+    dtype = chain.position.dtype
     zero = jnp.zeros((), dtype)
     lp = chain.logdensity.astype(dtype)
+    energy0 = energy0.astype(dtype)
     floats = pack_scalars([energy0, zero, jnp.full((), -jnp.inf, dtype), zero, lp, lp, lp, energy0, lp, energy0])
     edge = jnp.stack([chain.position, p0, chain.grad])
     prop = jnp.stack([chain.position, chain.grad])
     return TreeState(
-        key=counter_rng.substream(key, 2),
+        key=key,
         directions=directions,
         ints=jnp.zeros((3,), jnp.int32),
-        flags=jnp.zeros((2,), bool),
+        flags=jnp.array([False, done]),
         floats=floats,
         edges=jnp.stack([edge, edge]),
         props=jnp.stack([prop, prop]),
         vecs=jnp.stack([p0, jnp.zeros_like(p0), p0]),
-        ckpt=jnp.zeros((config.max_depth, 3, d), dtype),
-    )
-
-
-def idle(chain: ChainState, config: NUTS) -> TreeState:
-    """A transition that has already ended and proposes `chain` (no leapfrog step, no
-    random number). The drivers start their lanes from it (`sampler._lane_start`), so
-    that transition 0 begins in the restart code like every later one and the program
-    holds one copy of `init`.
-    """
-    dtype = chain.position.dtype
-    lp = chain.logdensity.astype(dtype)
-    zero = jnp.zeros((), dtype)
-    floats = jnp.stack([-lp, zero, jnp.full((), -jnp.inf, dtype), zero, lp, lp, lp, -lp, lp, -lp])
-    edge = jnp.stack([chain.position, jnp.zeros_like(chain.position), chain.grad])
-    prop = jnp.stack([chain.position, chain.grad])
-    return TreeState(
-        key=jnp.zeros((3,), jnp.uint32),
-        directions=jnp.ones((config.max_depth,), jnp.int32),
-        ints=jnp.zeros((3,), jnp.int32),
-        flags=jnp.array([False, True]),
-        floats=floats,
-        edges=jnp.stack([edge, edge]),
-        props=jnp.stack([prop, prop]),
-        vecs=jnp.zeros((3,) + chain.position.shape, dtype),
-        ckpt=jnp.zeros((config.max_depth, 3) + chain.position.shape, dtype),
+        ckpt=jnp.zeros((config.max_depth, 3) + p0.shape, dtype),
     )
 
 

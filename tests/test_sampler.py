@@ -7,7 +7,9 @@ same check rejecting a wrong posterior (another prior on tau, 0.87 posterior sd 
 E[tau]); a bias of a few MCSE would pass a single fit.
 """
 
+import hashlib
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -365,14 +367,17 @@ def test_saved_programs_are_keyed_by_signature_and_machine(tmp_path, monkeypatch
 
 
 def test_unusable_saved_program_is_replaced(tmp_path, monkeypatch):
-    """A saved program that cannot be loaded here (a truncated file, another jaxlib's) is
-    compiled afresh and written again; the draws are those of a normal run."""
+    """A saved program whose checksum holds but which cannot be loaded here (another
+    jaxlib's, say) is compiled afresh and written over; the draws are those of a normal
+    run. (A torn file, whose checksum fails: `test_torn_saved_program_is_compiled_again`.)"""
     monkeypatch.setenv("HNNJAX_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
     monkeypatch.setattr(sampler, "_COMPILED", {})
     ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
     (saved,) = (tmp_path / "programs").glob("*.bin")
-    saved.write_bytes(b"not a program")
+    body = pickle.dumps((b"not an executable", None, None))
+    saved.write_bytes(hashlib.sha256(body).digest() + body)
+    assert sampler._load_executable(str(saved), jax.devices()[:1]) is None and saved.exists()
     monkeypatch.setattr(sampler, "_COMPILED", {})
     traces = sampler.TRACE_COUNT["program"]
     fit = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
