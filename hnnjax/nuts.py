@@ -39,8 +39,9 @@ s_(m-1), the momentum sum before s_m and before s_(m-1), and the momentum at i -
   was integrated from).
 So the level-m node reads only rows popcount(i) - m and popcount(i) - m + 1: adjacent rows,
 which the checks take as two static slices of the table (no gather). A leaf writes one row
-(a dynamic-update-slice, O(d)) instead of selecting over all levels, with the same values
-and arithmetic as a per-level table (same draws, bit for bit in the benchmarks), and the
+(a dynamic-update-slice, O(d); `packing.set_row`, so that a few vmapped lanes need no
+scatter loop) instead of selecting over all levels, with the same values and arithmetic
+as a per-level table (same draws, bit for bit in the benchmarks), and the
 checks read the updated table, so XLA updates the loop-carried buffer in place. The checks
 on the closing levels are computed either for all max_depth - 1 pairs of rows at once,
 masked (d < LOOP_CHECKS_MIN_DIM), or in a loop over the closing levels only (O(d) per
@@ -76,7 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from . import counter_rng
-from .packing import pack_scalars
+from .packing import pack_scalars, set_row
 from .integrators import IntegratorState, kinetic_energy, leapfrog, momentum_normals, sample_momentum
 
 __all__ = ["NUTS", "Proposal", "TreeState", "init", "idle", "advance", "finish", "Info"]
@@ -319,12 +320,10 @@ def advance(tree: TreeState, step_size, inverse_mass, logdensity_and_grad, confi
     rho_old, sub_rho_old, p_near_old = tree.vecs[_V_RHO], tree.vecs[_V_SUB_RHO], tree.vecs[_V_P_NEAR]
     pc = _popcount(i)
     t1 = _popcount(i ^ (i + 1)) - 1  # trailing ones of i: the levels 1..t1 close here
-    zero = jnp.zeros((), jnp.int32)
     # Leaf i - 1 is the edge this step moved from (for i = 0 it goes to the third vector
     # of row 0, which no check reads: no left half ends before leaf 0). The checks read
     # the updated array, so XLA updates the loop-carried buffer in place.
-    row = jnp.stack([p, sub_rho_old, edge.momentum])[None]
-    ckpt = jax.lax.dynamic_update_slice(tree.ckpt, row, (pc, zero, zero))
+    ckpt = set_row(tree.ckpt, pc, jnp.stack([p, sub_rho_old, edge.momentum]))
     rho_sub = sub_rho_old + p
     sharp = lambda v: inverse_mass * v  # noqa: E731
     if p.shape[-1] >= LOOP_CHECKS_MIN_DIM:

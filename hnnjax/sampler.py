@@ -53,6 +53,7 @@ from .data import Data
 from .integrators import kinetic_energy, leapfrog, momentum_normals, sample_momentum, IntegratorState
 from .model import Prior
 from .nuts import ChainState, Info
+from .packing import put_rows
 
 __all__ = ["sample", "RunConfig", "run", "model_keys", "KERNELS", "resolve_kernel"]
 
@@ -324,9 +325,9 @@ def _write_tasks(buffers, record: Record, task, t, keep, config: RunConfig):
     n_tasks = stats.shape[0]
     row = jnp.where(keep & (t >= 0), task, n_tasks)
     t_draw = jnp.where(t >= config.warmup, t - config.warmup, config.draws)
-    draws = draws.at[row, t_draw].set(jnp.stack([record.position, record.divergence_position], -2), mode="drop")
+    draws = put_rows(draws, (row, t_draw), jnp.stack([record.position, record.divergence_position], -2))
     row_stats = jnp.stack([getattr(record, name).astype(stats.dtype) for name in _STATS], -1)
-    return draws, stats.at[row, t].set(row_stats, mode="drop")
+    return draws, put_rows(stats, (row, t), row_stats)
 
 
 _PACKED_KEYS = ("packed_draws", "packed_stats")

@@ -677,3 +677,24 @@ def test_moments_float32():
     draws, _ = _sample(gauss_ldg, jnp.float32, np.ones(5), 0.3, 100, seed=23)
     assert draws.dtype == np.float32
     _check_moments(draws)
+
+
+@pytest.mark.parametrize("lanes, scatters", [(4, False), (16, True)])
+def test_vmapped_step_writes_checkpoints_without_scatter(lanes, scatters):
+    """A leapfrog step writes its checkpoint row with packing.set_row: with a few vmapped lanes
+    the step has no scatter (XLA's CPU emitters would loop over the lanes), with many it does."""
+    from hnnjax.packing import UNROLL_MAX
+
+    assert 4 <= UNROLL_MAX < 16
+    config = nuts.NUTS(max_depth=6)
+    ldg = jax.value_and_grad(lambda x: -0.5 * jnp.sum(x**2))
+    d = 3
+    inv = jnp.ones(d)
+
+    def step(x):
+        lp, g = ldg(x)
+        tree = nuts.init(jnp.zeros(3, jnp.uint32), nuts.ChainState(x, lp, g), 0.5, inv, config)
+        return nuts.advance(tree, 0.5, inv, ldg, config)
+
+    text = jax.jit(jax.vmap(step)).lower(jnp.zeros((lanes, d))).as_text()
+    assert ("scatter" in text) == scatters
