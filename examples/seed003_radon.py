@@ -11,7 +11,7 @@ for three seeds: divergences, the largest R-hat, the bulk ESS of sigma_b; poster
 summaries of the hyperparameters; the funnel in (b_c, log sigma_b) and the traces of
 sigma_b. Also checks that the seed's literal mu prior sd = 100**2 gives the same posterior.
 
-    python examples/seed003_radon.py [path/to/radon.csv]     # about 4 minutes on 2 cores
+    python examples/seed003_radon.py [path/to/radon.csv]     # about 2 minutes on 2 cores
 """
 
 from __future__ import annotations
