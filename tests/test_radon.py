@@ -135,13 +135,14 @@ def test_small_fit_recovers_generating_values():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CSV), reason="radon.csv not available")
 def test_real_data_noncentered_beats_centered():
-    """Seed 003's point on the real data: the non-centered fit has no more divergences than
-    the centered one (summed over seeds) and R-hat < 1.01; the centered sigma_b mixes badly."""
+    """Seed 003's point on the real data, at the seed's sample size (4 chains x 4000 kept
+    draws): the non-centered fit has fewer divergences than the centered one (summed over
+    the three seeds of docs/seed003_radon.md) and R-hat < 1.01 in every seed."""
     data, names = radon.load_radon(CSV)
     div = {"centered": 0, "noncentered": 0}
-    for seed in (1, 2):
+    for seed in (0, 1, 2):
         for par in div:
-            fit = radon.fit_radon(data, par, chains=4, warmup=1000, draws=1000, seed=seed, county_names=names)
+            fit = radon.fit_radon(data, par, chains=4, warmup=1000, draws=4000, seed=seed, county_names=names)
             div[par] += fit.divergences
             if par == "noncentered":
                 assert np.nanmax(fit.summary()["r_hat"]) < 1.01
