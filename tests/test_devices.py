@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import hnnjax
@@ -92,3 +93,40 @@ def test_two_cpu_devices_give_the_same_draws(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok")
+
+
+_SMALL_LOOPS = """
+import os, sys
+import jax
+import hnnjax
+from hnnjax import sampler
+assert hnnjax.use_cpu_cores(2) == 2
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+fit = hnnjax.sample(hnnjax.datasets.eight_schools(), chains=4, warmup=150, draws=100, seed=5)
+hoisted = any("xla_cpu_small_call" in c.as_text() for c in sampler._COMPILED.values())
+np.save(sys.argv[1], np.concatenate([fit.draws["mu"].ravel(), fit.draws["tau"].ravel()]))
+print(os.environ["XLA_FLAGS"], hoisted)
+"""
+
+
+def test_use_cpu_cores_compiles_small_loops_into_kernels(tmp_path):
+    """use_cpu_cores lets XLA compile the NUTS loop of eight schools into one kernel (the
+    optimized program holds a hoisted `xla_cpu_small_call`), with the same draws bit for bit
+    as XLA's default; a user's own `xla_backend_extra_options` is left as it is."""
+    script = tmp_path / "small_loops.py"
+    script.write_text(_SMALL_LOOPS)
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    base["HNNJAX_NO_PERSISTENT_CACHE"] = "1"
+    own = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=0"
+    out = {}
+    for name, env in (("ours", base), ("off", {**base, "XLA_FLAGS": own})):
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npy")],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = proc.stdout.split()
+    flag = f"--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold={devices.SMALL_LOOP_BYTES}"
+    assert out["ours"] == [flag, "True"]
+    assert out["off"] == [own, "False"]
+    np.testing.assert_array_equal(np.load(tmp_path / "ours.npy"), np.load(tmp_path / "off.npy"))
