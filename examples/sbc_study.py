@@ -46,7 +46,8 @@ def report(res, results, key):
     print(f"divergent transitions: {int(res.divergences.sum())} in {int((res.divergences > 0).sum())} fits")
     print(u)
     print(c)
-    # The funnel's signature: tau's truth below nearly all posterior draws (ranks 0-4).
+    # The funnel's signature: tau's truth below nearly all posterior draws (the lowest of
+    # 20 bins: ranks 0-4 for L = 99).
     width = (res.L + 1) // 20
     low_tau = int((res.ranks[:, list(res.names).index("tau")] < width).sum())
     print(f"tau ranks in the lowest of 20 bins (0..{width - 1}): {low_tau} of {n} (uniform: {n / 20:.0f})")

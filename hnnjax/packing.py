@@ -79,15 +79,11 @@ def _set_row_batched(axis_size, in_batched, table, index, row):
         index = jnp.broadcast_to(index, (axis_size,))
     if not row_b:
         row = jnp.broadcast_to(row, (axis_size,) + row.shape)
-    if axis_size <= UNROLL_MAX:
-        for b in range(axis_size):
-            start = (jnp.asarray(b, index.dtype), index[b]) + (jnp.zeros((), index.dtype),) * (table.ndim - 2)
-            table = jax.lax.dynamic_update_slice(table, row[b][None, None].astype(table.dtype), start)
-        return table, True
+    # Wrapped and clamped as lax.dynamic_update_slice does, the indices are all in range, so
+    # put_rows drops no write.
     n_rows = table.shape[1]
-    index = jnp.clip(jnp.where(index < 0, index + n_rows, index), 0, n_rows - 1)  # as lax.dynamic_update_slice
-    lanes = jnp.arange(axis_size, dtype=index.dtype)
-    return table.at[lanes, index].set(row.astype(table.dtype), indices_are_sorted=True, unique_indices=True), True
+    index = jnp.clip(jnp.where(index < 0, index + n_rows, index), 0, n_rows - 1)
+    return put_rows(table, (jnp.arange(axis_size, dtype=index.dtype), index), row), True
 
 
 def put_rows(table, indices, values):
