@@ -98,11 +98,11 @@ def run_fresh(library: str, env_extra: dict | None = None, x64: bool = True,
               platform: str | None = None, timeout: float = 600.0, **settings) -> dict:
     """Spawn one fresh process for `library`; return its figures (or the error)."""
     env = {k: v for k, v in os.environ.items() if k not in _CACHE_VARS}
-    # Every library starts from the user's XLA_FLAGS: the flag that hnnjax.use_cpu_cores added
-    # to this process's environment is not passed on (hnnjax's script adds it itself).
-    from hnnjax.devices import SMALL_LOOP_FLAG
+    # Every library starts from the user's XLA_FLAGS: the options that hnnjax.use_cpu_cores added
+    # to this process's environment are not passed on (hnnjax's script adds them itself).
+    from hnnjax.devices import XLA_OPTIONS_FLAG
 
-    flags = env.get("XLA_FLAGS", "").replace(SMALL_LOOP_FLAG, "").strip()
+    flags = env.get("XLA_FLAGS", "").replace(XLA_OPTIONS_FLAG, "").strip()
     env.pop("XLA_FLAGS", None)
     if flags:
         env["XLA_FLAGS"] = flags

@@ -98,6 +98,39 @@ def test_two_cpu_devices_give_the_same_draws(tmp_path):
     assert proc.stdout.startswith("ok")
 
 
+class _DrawsDiffer(AssertionError):
+    pass
+
+
+@pytest.mark.xfail(strict=True, raises=_DrawsDiffer,
+                   reason="known defect: the centered model's draws differ, in the last bits and then along "
+                   "the chains, between the one-device and the two-device (shard_map) program; see README, Cores")
+def test_two_cpu_devices_give_the_same_centered_draws(tmp_path):
+    """The centered parametrization, as `test_two_cpu_devices_give_the_same_draws` checks the
+    non-centered one. It fails today (strict xfail: it starts to pass when fixed); the cause
+    is not found yet: one device gives the same centered draws at 2 to 16 lanes, and the
+    two-device program the same at any batch size, but the two programs differ."""
+    script = tmp_path / "two_devices_centered.py"
+    script.write_text(textwrap.dedent("""
+        import jax
+        import hnnjax
+        assert hnnjax.use_cpu_cores(2) == 2
+        jax.config.update("jax_enable_x64", True)
+        import numpy as np
+        two = jax.devices()
+        kw = dict(parametrization="centered", chains=4, warmup=100, draws=50, seed=5)
+        a = hnnjax.sample(hnnjax.datasets.eight_schools(), **kw)
+        b = hnnjax.sample(hnnjax.datasets.eight_schools(), devices=two[:1], **kw)
+        print("same" if all(np.array_equal(a.draws[k], b.draws[k]) for k in a.draws) else "differ")
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HNNJAX_NO_PERSISTENT_CACHE": "1"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() in (["same"], ["differ"]), proc.stdout
+    if proc.stdout.split() == ["differ"]:
+        raise _DrawsDiffer("centered draws differ between one and two devices")
+
+
 _SMALL_LOOPS = """
 import os, sys
 import jax
@@ -116,23 +149,24 @@ print(os.environ["XLA_FLAGS"], hoisted)
 def test_use_cpu_cores_compiles_small_loops_into_kernels(tmp_path):
     """use_cpu_cores lets XLA compile the NUTS loop of eight schools into one kernel (the
     optimized program holds a hoisted `xla_cpu_small_call`), with the same draws bit for bit
-    as with the hoisting off (threshold 0); a user's other flags are kept after ours, and a
-    user's own threshold is left as it is."""
+    as with the hoisting off (threshold 0, loop unrolling off as ours); a user's other
+    flags are kept after ours, and a user's own threshold is left as it is."""
     script = tmp_path / "small_loops.py"
     script.write_text(_SMALL_LOOPS)
     base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     base["HNNJAX_NO_PERSISTENT_CACHE"] = "1"
-    off = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=0"
+    off = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=0,xla_cpu_disable_loop_unrolling=true"
     other = "--xla_cpu_enable_fast_math=false"
-    runs = {"ours": (base, [devices.SMALL_LOOP_FLAG, "True"]),
-            "other": ({**base, "XLA_FLAGS": other}, [devices.SMALL_LOOP_FLAG, other, "True"]),
+    runs = {"ours": (base, [devices.XLA_OPTIONS_FLAG, "True"]),
+            "other": ({**base, "XLA_FLAGS": other}, [devices.XLA_OPTIONS_FLAG, other, "True"]),
             "off": ({**base, "XLA_FLAGS": off}, [off, "False"])}
     for name, (env, want) in runs.items():
         proc = subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npy")],
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # [XLA_FLAGS as the backend saw them..., whether the program holds a hoisted loop]
-        assert proc.stdout.split() == want, (name, proc.stdout, "did XLA rename the option or its small-call tag?")
+        assert proc.stdout.split() == want, (
+            name, proc.stdout, "did XLA rename an option (threshold, loop unrolling) or its small-call tag?")
     for name in ("ours", "other"):
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), np.load(tmp_path / "off.npy"))

@@ -7,6 +7,7 @@ same check rejecting a wrong posterior (another prior on tau, 0.87 posterior sd 
 E[tau]); a bias of a few MCSE would pass a single fit.
 """
 
+import gc
 import hashlib
 import os
 import pickle
@@ -142,6 +143,25 @@ def test_second_call_does_not_recompile():
     assert fit.timing["compile_s"] == 0.0
     hnnjax.sample(SCHOOLS, **{**kw, "draws": 11})  # a static setting changed: compiles
     assert sampler.TRACE_COUNT["program"] == before + 1
+
+
+def test_collector_paused_while_compiling_and_restored(monkeypatch):
+    """The garbage collector is off while the program is traced, lowered and compiled, and
+    afterwards as it was before: on, or off if the caller had turned it off."""
+    seen = []
+    compile_, trace = sampler._compile, sampler._traced_program
+    monkeypatch.setattr(sampler, "_compile", lambda *a: (seen.append(gc.isenabled()), compile_(*a))[1])
+    monkeypatch.setattr(sampler, "_traced_program", lambda *a, **k: (seen.append(gc.isenabled()), trace(*a, **k))[1])
+    monkeypatch.setenv("HNNJAX_NO_PERSISTENT_CACHE", "1")
+    assert gc.isenabled()
+    hnnjax.sample(SCHOOLS, **{**SMALL, "draws": 13})
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        hnnjax.sample(SCHOOLS, **{**SMALL, "draws": 14})
+        assert seen == [False] * 4 and not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_ragged_small_model_and_stats_shapes():
