@@ -25,6 +25,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from hnnjax.devices import XLA_OPTIONS_FLAG
+from hnnjax.sampler import _saved_programs
+
 __all__ = ["SCRIPTS", "run_fresh", "fresh_suite"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,8 +103,6 @@ def run_fresh(library: str, env_extra: dict | None = None, x64: bool = True,
     env = {k: v for k, v in os.environ.items() if k not in _CACHE_VARS}
     # Every library starts from the user's XLA_FLAGS: the options that hnnjax.use_cpu_cores added
     # to this process's environment are not passed on (hnnjax's script adds them itself).
-    from hnnjax.devices import XLA_OPTIONS_FLAG
-
     flags = env.get("XLA_FLAGS", "").replace(XLA_OPTIONS_FLAG, "").strip()
     env.pop("XLA_FLAGS", None)
     if flags:
@@ -138,12 +139,6 @@ def _importable(library: str) -> str | None:
     return None
 
 
-def _saved_programs(folder: str) -> int:
-    """Compiled programs hnnjax saved under `folder` (`hnnjax.sampler._executable_path`)."""
-    programs = os.path.join(folder, "programs")
-    return sum(name.endswith(".bin") for name in os.listdir(programs)) if os.path.isdir(programs) else 0
-
-
 def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool = True,
                 platform: str | None = None, log=print, **settings) -> list[dict]:
     rows = []
@@ -158,7 +153,7 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
         runs_of[lib] = runs_of.get(lib, 0) + 1
         extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
         log(f"fresh process: {lib} (run {runs_of[lib]})")
-        saved_before = _saved_programs(cache_dir)
+        saved_before = len(_saved_programs(cache_dir))
         r = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
         r["run"] = runs_of[lib]
         if lib == "hnnjax":
@@ -166,7 +161,7 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
             seen = r.get("hnnjax_cache_dir")
             # controlled: hnnjax used the given folder, which was empty before its first run
             # (cold) and held its program afterwards (what the warm run loads)
-            r["cache_files_after"] = _saved_programs(cache_dir)
+            r["cache_files_after"] = len(_saved_programs(cache_dir))
             r["cache_controlled"] = (bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
                                      and (runs_of[lib] > 1 or saved_before == 0) and r["cache_files_after"] > 0)
         rows.append(r)

@@ -884,6 +884,13 @@ def _executable_path(signature: str, device) -> str | None:
     return os.path.join(folder, "programs", key + ".bin")
 
 
+def _saved_programs(cache_dir: str) -> list[str]:
+    """The compiled programs saved under the cache directory `cache_dir` (`_executable_path`)."""
+    folder = os.path.join(cache_dir, "programs")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return [os.path.join(folder, n) for n in names if n.endswith(".bin")]
+
+
 def _load_executable(path: str, devices):
     """The compiled program saved at `path`, or None.
 
@@ -941,9 +948,8 @@ def _save_executable(path: str, compiled):
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-    names = os.listdir(folder)
-    saved = sorted((os.path.join(folder, n) for n in names if n.endswith(".bin")), key=_mtime)
-    stale = [os.path.join(folder, n) for n in names if n.endswith(".tmp")
+    saved = sorted(_saved_programs(os.path.dirname(folder)), key=_mtime)
+    stale = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tmp")
              and time.time() - _mtime(os.path.join(folder, n)) > 3600]
     for old in saved[:-MAX_SAVED_PROGRAMS] + stale:
         with contextlib.suppress(OSError):

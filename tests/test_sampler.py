@@ -314,7 +314,7 @@ def test_a_new_process_reuses_the_saved_program(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         traces.append(int(proc.stdout.split("traces")[1]))
     assert traces == [1, 0]
-    assert len(list((tmp_path / "cache" / "programs").glob("*.bin"))) == 1
+    assert len(sampler._saved_programs(str(tmp_path / "cache"))) == 1
     np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
 
 
@@ -394,7 +394,7 @@ def test_unusable_saved_program_is_replaced(tmp_path, monkeypatch):
     monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
     monkeypatch.setattr(sampler, "_COMPILED", {})
     ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
-    (saved,) = (tmp_path / "programs").glob("*.bin")
+    (saved,) = map(Path, sampler._saved_programs(str(tmp_path)))
     body = pickle.dumps((b"not an executable", None, None))
     saved.write_bytes(hashlib.sha256(body).digest() + body)
     assert sampler._load_executable(str(saved), jax.devices()[:1]) is None and saved.exists()
@@ -472,7 +472,7 @@ def test_torn_saved_program_is_compiled_again(tmp_path, monkeypatch):
     monkeypatch.delenv("HNNJAX_NO_PERSISTENT_CACHE", raising=False)
     monkeypatch.setattr(sampler, "_COMPILED", {})
     ref = hnnjax.sample(SCHOOLS, seed=5, **SMALL)
-    (saved,) = (tmp_path / "programs").glob("*.bin")
+    (saved,) = map(Path, sampler._saved_programs(str(tmp_path)))
     saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     monkeypatch.setattr(sampler, "_COMPILED", {})
     traces = sampler.TRACE_COUNT["program"]
@@ -484,5 +484,5 @@ def test_torn_saved_program_is_compiled_again(tmp_path, monkeypatch):
     monkeypatch.setattr(sampler, "MAX_SAVED_PROGRAMS", 1)
     monkeypatch.setattr(sampler, "_COMPILED", {})
     hnnjax.sample(SCHOOLS, seed=5, **{**SMALL, "draws": SMALL["draws"] + 1})
-    (left,) = (tmp_path / "programs").glob("*.bin")
+    (left,) = map(Path, sampler._saved_programs(str(tmp_path)))
     assert left != saved
