@@ -23,8 +23,7 @@ their batch (`sampler._program`). So batching is purely a question of throughput
 * **Devices.** Every chunk runs on all the given devices at once (default: all local
   devices; on CPU see `hnnjax.use_cpu_cores`): `sampler.run` deals its chains to them in
   contiguous blocks, each device with its own lane pool of `max_lanes`. Results do not
-  depend on the devices, except the centered model's (a known defect: they differ in the
-  last bits and then along the chains between one device and several).
+  depend on the devices.
 * **Failure isolation.** Each dataset is validated on its own (`GroupData`): an invalid
   one is reported with status "invalid" and the validation message, the others are fit.
   A fit whose diagnostics fail the thresholds is reported as "unconverged" with reasons.

@@ -4,9 +4,8 @@ XLA runs a program's loop on one CPU thread at a time; a small model's NUTS loop
 chain of short kernels, so it cannot use a second core by itself. `sampler.run` deals
 the model x chain tasks to all local devices in contiguous blocks, and each device runs
 the same program on its block with its own loop, so with one CPU device per core every
-core advances its own lanes. A task's draws do not depend on the device it ran on (for
-the centered model they do, in the last bits and then along the chains: a known defect,
-`tests/test_devices.py`).
+core advances its own lanes. A task's draws do not depend on the device it ran on
+(`tests/test_devices.py`).
 
 JAX fixes its CPU device count when it starts its CPU backend (the first array or
 device query), so `use_cpu_cores` must be called before that, right after `import jax`,

@@ -192,7 +192,11 @@ def logdensity_centered(position, data: Data, prior: Prior):
     mu, log_tau, theta = position[0], position[1], position[2:]
     tau = jnp.exp(log_tau)
     lp = _log_prior_mu(mu, prior) + _log_prior_tau(tau, prior) + log_tau
-    z = (theta - mu) / tau
+    # Times exp(-log tau), not divided by tau: XLA rewrites a / exp(b) as a * exp(-b) where
+    # its simplifier sees the pattern, and whether it sees it depends on the program around
+    # (one device, or shard_map over several), so a division made the draws depend on the
+    # device split (tests/test_devices.py). A product leaves nothing to rewrite.
+    z = (theta - mu) * jnp.exp(-log_tau)
     lp = lp + jnp.sum(data.mask * (-0.5 * z * z - log_tau - _HALF_LOG_2PI))
     return lp + _log_likelihood(theta, data)
 

@@ -161,8 +161,12 @@ def synthetic_radon(n_counties: int = 85, seed: int = 0, mu_a: float = 1.5, sigm
 # ------------------------------------------------------------------------ the target
 
 
-def _normal_logpdf(x, loc, scale, log_scale):
-    z = (x - loc) / scale
+def _normal_logpdf(x, loc, inv_scale, log_scale):
+    # Times 1/scale, never divided by a scale exp(log s): XLA rewrites a / exp(b) as
+    # a * exp(-b) only where its simplifier sees the pattern, which depends on the program
+    # around it (one device, or shard_map over several), so the draws depended on the
+    # device split (model.logdensity_centered, tests/test_devices.py).
+    z = (x - loc) * inv_scale
     return -0.5 * z * z - log_scale - _HALF_LOG_2PI
 
 
@@ -184,21 +188,23 @@ def logdensity(position, data: RadonData, prior: RadonPrior, parametrization: st
     C = data.county_mask.shape[-1]
     h, za, zb = _split(position, C)
     mu_a, ls_a, mu_b, ls_b, ls_e = h[0], h[1], h[2], h[3], h[4]
-    s_a, s_b, s_e = jnp.exp(ls_a), jnp.exp(ls_b), jnp.exp(ls_e)
+    s_a, s_b = jnp.exp(ls_a), jnp.exp(ls_b)
     log_mu_sd = jnp.log(prior.mu_sd)
-    lp = _normal_logpdf(mu_a, 0.0, prior.mu_sd, log_mu_sd) + _normal_logpdf(mu_b, 0.0, prior.mu_sd, log_mu_sd)
+    inv_mu_sd = 1.0 / prior.mu_sd
+    lp = _normal_logpdf(mu_a, 0.0, inv_mu_sd, log_mu_sd) + _normal_logpdf(mu_b, 0.0, inv_mu_sd, log_mu_sd)
     lp = lp + sum(_half_cauchy_log_scale(ls, prior.scale) for ls in (ls_a, ls_b, ls_e))
     cm = data.county_mask
     if parametrization == "centered":
         a, b = za, zb
-        lp = lp + jnp.sum(cm * (_normal_logpdf(a, mu_a, s_a, ls_a) + _normal_logpdf(b, mu_b, s_b, ls_b)))
+        lp = lp + jnp.sum(cm * (_normal_logpdf(a, mu_a, jnp.exp(-ls_a), ls_a)
+                                + _normal_logpdf(b, mu_b, jnp.exp(-ls_b), ls_b)))
     elif parametrization == "noncentered":
         a, b = mu_a + s_a * za, mu_b + s_b * zb
         lp = lp + jnp.sum(cm * (_normal_logpdf(za, 0.0, 1.0, 0.0) + _normal_logpdf(zb, 0.0, 1.0, 0.0)))
     else:
         raise ValueError(f"parametrization: expected one of {PARAMETRIZATIONS}, got {parametrization!r}")
     mean = a[data.county] + b[data.county] * data.floor
-    return lp + jnp.sum(data.mask * _normal_logpdf(data.log_radon, mean, s_e, ls_e))
+    return lp + jnp.sum(data.mask * _normal_logpdf(data.log_radon, mean, jnp.exp(-ls_e), ls_e))
 
 
 @dataclass(frozen=True)

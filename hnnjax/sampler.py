@@ -1138,9 +1138,8 @@ def run(keys, data, prior, config: RunConfig, devices=None):
     devices: where to run (default: all local devices of JAX's default backend). The
     model x chain tasks are dealt to them in contiguous blocks and every device runs the
     same program on its block; a task's draws do not depend on where it ran (see
-    `_shard_plan`), except that the centered model's draws differ, in the last bits and
-    then along the chains, between one device and several (a known defect,
-    `tests/test_devices.py`). On CPU, `hnnjax.use_cpu_cores` makes each core a device.
+    `_shard_plan`; `tests/test_devices.py`). On CPU, `hnnjax.use_cpu_cores` makes each
+    core a device.
     timing holds `loop_iterations` (the trips through the leapfrog loop of the slowest
     device), `lanes` (all devices), `lane_iterations` (the lane-steps computed, summed over
     devices: the useful-step share is sum(n_steps) / lane_iterations) and `devices`.
@@ -1229,8 +1228,7 @@ def sample(
     lane-independent loop or the classic synchronized one (same distribution); the default
     (None) is the independent one, except ChEES on a GPU (`RunConfig.for_platform`).
     `devices` (default: all local devices) share the chains (`run`; on CPU see
-    `hnnjax.use_cpu_cores`); the draws do not depend on them (the centered model's do,
-    between one device and several: a known defect). Returns a `Fit`.
+    `hnnjax.use_cpu_cores`); the draws do not depend on them. Returns a `Fit`.
     """
     from .data import bucket_size, stack
 
