@@ -139,34 +139,53 @@ def _importable(library: str) -> str | None:
     return None
 
 
+def _round_order(libraries, r: int) -> list:
+    """The libraries of round r (0-based): as given in even rounds, the peers first in odd
+    ones (hnnjax's cold run always before its warm one), so that neither side always runs
+    right after the other's heavy compile."""
+    libs = list(libraries)
+    if r % 2 == 0:
+        return libs
+    return [lib for lib in libs if lib != "hnnjax"] + [lib for lib in libs if lib == "hnnjax"]
+
+
 def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool = True,
-                platform: str | None = None, log=print, **settings) -> list[dict]:
+                platform: str | None = None, log=print, rounds: int = 1, **settings) -> list[dict]:
+    """`rounds` rounds of fresh processes, one per entry of `libraries` each round (a
+    library listed twice runs twice: hnnjax cold, then warm). Every round gives hnnjax a new,
+    empty cache directory, so its first run of each round is cold. Rows carry `round` (1..)
+    and `run` (the library's run within its round)."""
     rows = []
-    cache_dir = tempfile.mkdtemp(prefix="hnnjax-bench-cache-")
-    runs_of = {}
-    for lib in libraries:
-        why = _importable(lib)
-        if why:
-            log(f"[skip] fresh process {lib}: {why}")
-            rows.append({"library": lib, "ok": False, "skipped": why})
-            continue
-        runs_of[lib] = runs_of.get(lib, 0) + 1
-        extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
-        log(f"fresh process: {lib} (run {runs_of[lib]})")
-        saved_before = len(_saved_programs(cache_dir))
-        r = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
-        r["run"] = runs_of[lib]
-        if lib == "hnnjax":
-            r["cache_dir_given"] = cache_dir
-            seen = r.get("hnnjax_cache_dir")
-            # controlled: hnnjax used the given folder, which was empty before its first run
-            # (cold) and held its program afterwards (what the warm run loads)
-            r["cache_files_after"] = len(_saved_programs(cache_dir))
-            r["cache_controlled"] = (bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
-                                     and (runs_of[lib] > 1 or saved_before == 0) and r["cache_files_after"] > 0)
-        rows.append(r)
-        if not r.get("ok"):
-            log(f"  failed: {r.get('error')}")
-        else:
-            log(f"  {r['wall_s']:.2f} s")
+    skipped = {}
+    for r in range(int(rounds)):
+        cache_dir = tempfile.mkdtemp(prefix="hnnjax-bench-cache-")
+        runs_of = {}
+        for lib in _round_order(libraries, r):
+            why = skipped.get(lib) or _importable(lib)
+            if why:
+                if lib not in skipped:
+                    log(f"[skip] fresh process {lib}: {why}")
+                    rows.append({"library": lib, "ok": False, "skipped": why})
+                skipped[lib] = why
+                continue
+            runs_of[lib] = runs_of.get(lib, 0) + 1
+            extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
+            log(f"fresh process: {lib} (round {r + 1}, run {runs_of[lib]})")
+            saved_before = len(_saved_programs(cache_dir))
+            row = run_fresh(lib, env_extra=extra, x64=x64, platform=platform, **settings)
+            row["run"] = runs_of[lib]
+            row["round"] = r + 1
+            if lib == "hnnjax":
+                row["cache_dir_given"] = cache_dir
+                seen = row.get("hnnjax_cache_dir")
+                # controlled: hnnjax used the given folder, which was empty before its first run
+                # of the round (cold) and held its program afterwards (what the warm run loads)
+                row["cache_files_after"] = len(_saved_programs(cache_dir))
+                row["cache_controlled"] = (bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
+                                           and (runs_of[lib] > 1 or saved_before == 0) and row["cache_files_after"] > 0)
+            rows.append(row)
+            if not row.get("ok"):
+                log(f"  failed: {row.get('error')}")
+            else:
+                log(f"  {row['wall_s']:.2f} s")
     return rows

@@ -30,11 +30,25 @@ def _med(headline, name, key):
     return headline["results"][name]["median"].get(key)
 
 
-def _fresh_wall(fresh, lib, run=1):
-    for r in fresh or []:
-        if r.get("library") == lib and r.get("ok") and r.get("run", 1) == run:
-            return r["wall_s"]
-    return None
+def _fresh_walls(fresh, lib, run=1) -> dict:
+    """{round: wall seconds} of `lib`'s successful runs numbered `run` (files written before
+    rounds existed count as round 1)."""
+    return {r.get("round", 1): r["wall_s"] for r in fresh or []
+            if r.get("library") == lib and r.get("ok") and r.get("run", 1) == run}
+
+
+def fresh_ratios(fresh, lib, run, peer) -> list:
+    """The per-round ratios of `lib`'s run `run` to `peer`'s run 1, rounds where both ran."""
+    a, b = _fresh_walls(fresh, lib, run), _fresh_walls(fresh, peer)
+    return [a[k] / b[k] for k in sorted(a) if k in b and b[k] > 0]
+
+
+def _median(values):
+    v = sorted(values)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def headline_ratios(results: dict) -> dict:
@@ -45,10 +59,13 @@ def headline_ratios(results: dict) -> dict:
         out[f"ess_per_s {num} / {den}"] = ratio(_med(h, num, "ess_per_s"), _med(h, den, "ess_per_s"))
     out["ess_per_s_vs_blackjax"] = out["ess_per_s hnnjax-nuts-nc / blackjax-nuts-nc"]
     out["ess_per_s_vs_numpyro"] = out["ess_per_s hnnjax-nuts-nc / numpyro-nuts-nc"]
-    bj = _fresh_wall(f, "blackjax")
-    out["fresh_time_vs_blackjax"] = ratio(_fresh_wall(f, "hnnjax", 1), bj)
-    out["fresh_time_vs_blackjax_cached"] = ratio(_fresh_wall(f, "hnnjax", 2), bj)
-    out["fresh_time_vs_numpyro"] = ratio(_fresh_wall(f, "hnnjax", 1), _fresh_wall(f, "numpyro"))
+    # Fresh processes: the median over rounds of the ratio within each round (the two sides
+    # of a round ran back to back, under the same load).
+    for key, run, peer in (("fresh_time_vs_blackjax", 1, "blackjax"), ("fresh_time_vs_blackjax_cached", 2, "blackjax"),
+                           ("fresh_time_vs_numpyro", 1, "numpyro")):
+        rounds = fresh_ratios(f, "hnnjax", run, peer)
+        out[key] = _median(rounds)
+        out[key + "_rounds"] = rounds
     return out
 
 
@@ -144,10 +161,11 @@ def _scaling_md(results) -> list[str]:
 def _fresh_md(results) -> list[str]:
     lines = ["## Time to result from a fresh process (eight schools, non-centered, "
              f"{_settings_line(results['settings']['fresh'])})", "",
-             "| library | run | wall s | import s | compile+sample s | note |", "|---|---:|---:|---:|---:|---|"]
+             "| round | library | run | wall s | import s | compile+sample s | note |",
+             "|---:|---|---:|---:|---:|---:|---|"]
     for r in results["fresh"]:
         if not r.get("ok"):
-            lines.append(f"| {r['library']} | {r.get('run', '')} | n/a | | | "
+            lines.append(f"| {r.get('round', '')} | {r['library']} | {r.get('run', '')} | n/a | | | "
                          f"{r.get('skipped') or r.get('error', '')} |")
             continue
         note = ""
@@ -155,8 +173,12 @@ def _fresh_md(results) -> list[str]:
             note = ("persistent cache: " + ("fresh temp dir" if r.get("cache_controlled")
                                             else f"NOT controlled ({r.get('hnnjax_cache_dir')})"))
             note += f", {r.get('cache_files_after', 0)} saved programs after"
-        lines.append(f"| {r['library']} | {r.get('run', 1)} | {r['wall_s']:.2f} | {_f(r.get('import_s'), '{:.2f}')} "
-                     f"| {_f(r.get('sample_s'), '{:.2f}')} | {note} |")
+        lines.append(f"| {r.get('round', 1)} | {r['library']} | {r.get('run', 1)} | {r['wall_s']:.2f} "
+                     f"| {_f(r.get('import_s'), '{:.2f}')} | {_f(r.get('sample_s'), '{:.2f}')} | {note} |")
+    rounds = results["ratios"].get("fresh_time_vs_blackjax_rounds") or []
+    if rounds:
+        lines += ["", f"hnnjax (cold) / BlackJAX within each round: {', '.join(f'{x:.2f}' for x in rounds)} "
+                  f"(median {_median(rounds):.2f})."]
     return lines
 
 

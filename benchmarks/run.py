@@ -141,7 +141,7 @@ def run_suite(suite_name: str = "quick", device: str = "cpu", precision: str = "
         results["fresh"] = fresh_suite(libs, x64=precision == "float64",
                                        platform={"cpu": "cpu", "gpu": "cuda"}.get(device), log=log,
                                        chains=4, warmup=1000, draws=1000,
-                                       target_accept=suite.headline.target_accept)
+                                       target_accept=suite.headline.target_accept, rounds=suite.fresh_rounds)
     results["samplers"] = {"skipped": dict(bench.skipped),
                            "compiled": [dict(zip(("sampler", "settings", "shape"),
                                                  (k[0], k[1].as_dict(), k[2])), **v)
