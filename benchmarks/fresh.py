@@ -5,19 +5,21 @@ schools, compiles and runs NUTS, non-centered, 4 chains x (1000 warmup + 1000 dr
 target acceptance 0.8, and waits for the draws. The parent times the process from spawn to
 exit (`wall_s`); the child reports its own import / compile-and-run split.
 
-hnnjax runs twice in a row with one fresh, empty directory as its cache (HNNJAX_CACHE_DIR,
-where hnnjax saves its compiled programs; JAX's own persistent cache stays off, its
-default, for every library): the first run is cold, the second shows what the cache
-saves. The child reports the cache directory it ended up with; if hnnjax chose another
-directory the first run may not have been cold, and the report says so. The peers run
-without a persistent cache (JAX's default), as a user would run them; their scripts never
-import hnnjax (see peers.py).
+The processes run in rounds (`fresh_suite`), the two sides of a round back to back. In
+each round hnnjax runs twice in a row with a new, empty directory as its cache
+(HNNJAX_CACHE_DIR, where hnnjax saves its compiled programs; JAX's own persistent cache
+stays off, its default, for every library): the first run is cold, the second shows what
+the cache saves. The child reports the cache directory it ended up with; if hnnjax chose
+another directory the cold run may not have been cold, and the report says so (and leaves
+the round out of the ratio). The peers run without a persistent cache (JAX's default), as a
+user would run them; their scripts never import hnnjax (see peers.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,9 +142,9 @@ def _importable(library: str) -> str | None:
 
 
 def _round_order(libraries, r: int) -> list:
-    """The libraries of round r (0-based): as given in even rounds, the peers first in odd
-    ones (hnnjax's cold run always before its warm one), so that neither side always runs
-    right after the other's heavy compile."""
+    """The libraries of round r + 1 (r 0-based): as given in rounds 1, 3, ..., the peers
+    first in rounds 2, 4, ... (hnnjax's cold run always before its warm one), so that
+    neither side always runs right after the other's heavy compile."""
     libs = list(libraries)
     if r % 2 == 0:
         return libs
@@ -178,14 +180,16 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
             if lib == "hnnjax":
                 row["cache_dir_given"] = cache_dir
                 seen = row.get("hnnjax_cache_dir")
-                # controlled: hnnjax used the given folder, which was empty before its first run
-                # of the round (cold) and held its program afterwards (what the warm run loads)
+                # controlled: hnnjax used the given folder, which was empty before the cold run
+                # and held a program before the warm one (not so if the cold run failed)
                 row["cache_files_after"] = len(_saved_programs(cache_dir))
                 row["cache_controlled"] = (bool(seen) and os.path.realpath(str(seen)) == os.path.realpath(cache_dir)
-                                           and (runs_of[lib] > 1 or saved_before == 0) and row["cache_files_after"] > 0)
+                                           and (saved_before > 0 if runs_of[lib] > 1 else saved_before == 0)
+                                           and row["cache_files_after"] > 0)
             rows.append(row)
             if not row.get("ok"):
                 log(f"  failed: {row.get('error')}")
             else:
                 log(f"  {row['wall_s']:.2f} s")
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return rows

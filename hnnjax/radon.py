@@ -162,6 +162,7 @@ def synthetic_radon(n_counties: int = 85, seed: int = 0, mu_a: float = 1.5, sigm
 
 
 def _normal_logpdf(x, loc, inv_scale, log_scale):
+    """log Normal(x | loc, scale) from 1/scale and log scale."""
     # Times 1/scale, never divided by a scale exp(log s): XLA rewrites a / exp(b) as
     # a * exp(-b) only where its simplifier sees the pattern, which depends on the program
     # around it (one device, or shard_map over several), so the draws depended on the

@@ -126,3 +126,31 @@ def test_fresh_process_blackjax():
     r = run_fresh("blackjax", chains=2, warmup=20, draws=20)
     assert r["ok"], r
     assert r["wall_s"] > r["import_s"] > 0
+
+
+def test_fresh_rounds_ratio_is_the_median_of_paired_rounds():
+    """The fresh-process ratio pairs hnnjax's cold run with BlackJAX's run of the same
+    round and takes the median over rounds; a round with a side missing is left out, and a
+    results file from before rounds (no `round` key) counts as one round."""
+    from benchmarks.fresh import _round_order
+    from benchmarks.report import headline_ratios
+
+    def row(lib, rnd, run, wall, ok=True):
+        return {"library": lib, "round": rnd, "run": run, "wall_s": wall, "ok": ok}
+
+    fresh = [row("hnnjax", 1, 1, 2.0), row("hnnjax", 1, 2, 0.8), row("blackjax", 1, 1, 5.0),
+             row("blackjax", 2, 1, 4.0), row("hnnjax", 2, 1, 3.0), row("hnnjax", 2, 2, 1.0),
+             row("hnnjax", 3, 1, 2.5), row("blackjax", 3, 1, 5.0),
+             row("hnnjax", 4, 1, 1.0), row("blackjax", 4, 1, 9.0, ok=False)]
+    r = headline_ratios({"headline": None, "fresh": fresh})
+    assert r["fresh_time_vs_blackjax_rounds"] == [[1, 0.4], [2, 0.75], [3, 0.5]]
+    assert r["fresh_time_vs_blackjax"] == 0.5
+    assert r["fresh_time_vs_blackjax_cached_rounds"] == [[1, 0.8 / 5.0], [2, 0.25]]
+    assert r["fresh_time_vs_numpyro"] is None
+    fresh[4]["cache_controlled"] = False  # round 2's cold run found a program: left out
+    assert headline_ratios({"headline": None, "fresh": fresh})["fresh_time_vs_blackjax_rounds"] == [[1, 0.4], [3, 0.5]]
+    old = [{k: v for k, v in x.items() if k != "round"} for x in fresh[:3]]
+    assert headline_ratios({"headline": None, "fresh": old})["fresh_time_vs_blackjax"] == 0.4
+    libs = ("hnnjax", "hnnjax", "blackjax", "numpyro")
+    assert _round_order(libs, 0) == list(libs)
+    assert _round_order(libs, 1) == ["blackjax", "numpyro", "hnnjax", "hnnjax"]

@@ -90,16 +90,16 @@ def test_centered_diverges_in_the_neck():
     assert fit.divergences > 0 and fit.divergences == div.sum()
     log_tau = np.log(fit.draws["tau"])
     assert np.median(log_tau[div]) < np.median(log_tau[~div])
-    # Where the trajectories diverged is reported too. The energy error passes the
-    # threshold after the trajectory has left the neck: some points lie far past every
-    # draw (27-49% of them); those still within the draws' range sit in the neck
-    # (seeds 0-3, float64: their median log tau -0.45 to -0.09 against the other draws'
-    # 1.02 to 1.21; 51-73% of the points).
+    # Where the trajectories diverged is reported too. The energy error often passes the
+    # threshold only after the trajectory has left the neck, far past every draw (27-49%
+    # of the points, seeds 0-3, float64); the points at or below the largest
+    # non-divergent log tau sit in the neck (their median log tau -0.45 to -0.09 against
+    # the other draws' 1.02 to 1.21).
     where = fit.divergent_points()
     assert where["log_tau"].shape == (fit.divergences,)
     assert np.all(np.isfinite(where["log_tau"]))
     inside = where["log_tau"] <= log_tau[~div].max()
-    assert 10 <= inside.sum() < fit.divergences
+    assert inside.sum() >= 10
     assert np.median(where["log_tau"][inside]) < np.median(log_tau[~div]) - 0.5
 
 
