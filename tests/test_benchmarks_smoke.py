@@ -151,6 +151,15 @@ def test_fresh_rounds_ratio_is_the_median_of_paired_rounds():
     assert headline_ratios({"headline": None, "fresh": fresh})["fresh_time_vs_blackjax_rounds"] == [[1, 0.4], [3, 0.5]]
     old = [{k: v for k, v in x.items() if k != "round"} for x in fresh[:3]]
     assert headline_ratios({"headline": None, "fresh": old})["fresh_time_vs_blackjax"] == 0.4
+    # the Markdown table keeps failed and skipped rows and labels the rounds' ratios
+    rows = fresh[:3] + [{"library": "numpyro", "ok": False, "skipped": "numpyro is not installed"},
+                        {"library": "blackjax", "round": 2, "run": 1, "ok": False, "error": "timed out"}]
+    settings = {"chains": 4, "warmup": 10, "draws": 10, "target_accept": 0.8, "mass_matrix": "diagonal"}
+    md = "\n".join(report._fresh_md({"fresh": rows, "settings": {"fresh": settings},
+                                     "ratios": headline_ratios({"headline": None, "fresh": rows})}))
+    assert "| numpyro |  | n/a | | | numpyro is not installed |" in md
+    assert "| 2 | blackjax | 1 | n/a | | | timed out |" in md
+    assert md.endswith("round 1 0.40 (median 0.40).")
     libs = ("hnnjax", "hnnjax", "blackjax", "numpyro")
     assert _round_order(libs, 0) == list(libs)
     assert _round_order(libs, 1) == ["blackjax", "numpyro", "hnnjax", "hnnjax"]
