@@ -158,18 +158,16 @@ def fresh_suite(libraries=("hnnjax", "hnnjax", "blackjax", "numpyro"), x64: bool
     empty cache directory, so its first run of each round is cold. Rows carry `round` (1..)
     and `run` (the library's run within its round)."""
     rows = []
-    skipped = {}
+    for lib in dict.fromkeys(libraries):
+        why = _importable(lib)
+        if why:
+            log(f"[skip] fresh process {lib}: {why}")
+            rows.append({"library": lib, "ok": False, "skipped": why})
+    available = [lib for lib in libraries if not any(r["library"] == lib for r in rows)]
     for r in range(int(rounds)):
         cache_dir = tempfile.mkdtemp(prefix="hnnjax-bench-cache-")
         runs_of = {}
-        for lib in _round_order(libraries, r):
-            why = skipped.get(lib) or _importable(lib)
-            if why:
-                if lib not in skipped:
-                    log(f"[skip] fresh process {lib}: {why}")
-                    rows.append({"library": lib, "ok": False, "skipped": why})
-                skipped[lib] = why
-                continue
+        for lib in _round_order(available, r):
             runs_of[lib] = runs_of.get(lib, 0) + 1
             extra = {"HNNJAX_CACHE_DIR": cache_dir} if lib == "hnnjax" else {}
             log(f"fresh process: {lib} (round {r + 1}, run {runs_of[lib]})")
